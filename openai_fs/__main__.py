@@ -1,0 +1,3 @@
+from openai_fs.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,47 @@
+"""The ``openai-fs`` command: dispatches to the module that owns each subcommand.
+
+Each subcommand module exposes ``add_arguments(parser)`` and ``run(args) -> int``; this file only
+wires them together, so ``--help`` of every subcommand is written next to the code it describes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from openai_fs import __version__
+
+#: subcommand -> (module, one-line help)
+SUBCOMMANDS: dict[str, tuple[str, str]] = {
+    "serve": ("openai_fs.emulator.server",
+              "run the local emulator of the Files and Uploads API"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="openai-fs",
+        description="Mount the OpenAI Files API as a filesystem, or serve a local emulator of it.",
+    )
+    parser.add_argument("--version", action="version", version=f"openai-fs {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name, (module_name, help_text) in SUBCOMMANDS.items():
+        module = importlib.import_module(module_name)
+        sub = commands.add_parser(name, help=help_text, description=getattr(module, "DESCRIPTION", None),
+                                  formatter_class=argparse.RawDescriptionHelpFormatter)
+        module.add_arguments(sub)
+        sub.set_defaults(run=module.run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.run(args)
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
