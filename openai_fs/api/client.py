@@ -1,0 +1,682 @@
+"""An async client of the OpenAI Files and Uploads API (httpx on trio).
+
+One :class:`FilesClient` per mount. Every call goes through :meth:`FilesClient._call`, which
+sends, maps failures to :mod:`openai_fs.api.errors`, and retries under the
+:class:`~openai_fs.api.retry.RetryPolicy`. Requests that are not idempotent (``POST /files``,
+completing an Upload) are never simply sent twice after a failure that may have taken effect:
+the client first looks for the file the failed attempt may have created (see
+:meth:`FilesClient.find_uploaded_copy`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any, AsyncIterator, Awaitable, Callable, Mapping, Sequence
+
+import httpx
+import trio
+
+from openai_fs import __version__
+from openai_fs.api.bodies import FileRegion
+from openai_fs.api.errors import (
+    APIConnectionError,
+    APIError,
+    APIStatusError,
+    APITimeoutError,
+    MalformedResponseError,
+    NotFoundError,
+    status_error_class,
+)
+from openai_fs.api.models import ExpiresAfter, FileObject, FilePage, Upload, UploadPart
+from openai_fs.api.retry import RetryPolicy, may_have_taken_effect, parse_retry_after
+from openai_fs.secrets import Secret, redact
+
+log = logging.getLogger(__name__)
+
+DEFAULT_BASE_URL = "https://api.openai.com/v1"
+#: how far apart our clock and the server's may be when we look for a file a failed
+#: attempt may have created
+CLOCK_SKEW_SECONDS = 300
+#: bytes of an error body we read at most
+MAX_ERROR_BODY = 64 * 1024
+
+
+class _BearerAuth(httpx.Auth):
+    """Adds the key to each request, so it never sits in the client's default headers."""
+
+    def __init__(self, key: Secret) -> None:
+        self._key = key
+
+    def auth_flow(self, request: httpx.Request):
+        request.headers["Authorization"] = f"Bearer {self._key.reveal()}"
+        yield request
+
+    def __repr__(self) -> str:
+        return "_BearerAuth(***)"
+
+
+@dataclass
+class ClientStatistics:
+    """Counts of what the client did, for ``openai-fs status``."""
+
+    requests: Counter[str] = field(default_factory=Counter)
+    retries: int = 0
+    errors: int = 0
+    bytes_downloaded: int = 0
+    bytes_uploaded: int = 0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"requests": dict(self.requests), "retries": self.retries, "errors": self.errors,
+                "bytes_downloaded": self.bytes_downloaded, "bytes_uploaded": self.bytes_uploaded}
+
+
+@dataclass(frozen=True, slots=True)
+class ContentRange:
+    """Which bytes a content answer carries: ``[start, end)`` of a file of ``total`` bytes."""
+
+    start: int
+    end: int | None
+    total: int | None
+    partial: bool
+
+
+BodySource = bytes | FileRegion
+
+
+class FilesClient:
+    """The Files and Uploads API, as async methods that return models or raise APIError."""
+
+    def __init__(self, *, api_key: Secret, base_url: str = DEFAULT_BASE_URL,
+                 organization: str | None = None, project: str | None = None,
+                 retry: RetryPolicy | None = None, timeout: float = 60.0,
+                 connect_timeout: float = 10.0, max_connections: int = 64,
+                 transport: httpx.AsyncBaseTransport | None = None,
+                 event_hooks: Mapping[str, list[Callable[..., Any]]] | None = None) -> None:
+        self._key = api_key
+        self.base_url = base_url.rstrip("/")
+        self.retry = retry or RetryPolicy()
+        self.stats = ClientStatistics()
+        #: whether the server honours ``Range`` on content: None until a ranged request tells
+        self.range_supported: bool | None = None
+        headers = {"User-Agent": f"openai-fs/{__version__}", "Accept": "application/json"}
+        if organization:
+            headers["OpenAI-Organization"] = organization
+        if project:
+            headers["OpenAI-Project"] = project
+        self._http = httpx.AsyncClient(
+            base_url=self.base_url + "/", auth=_BearerAuth(api_key), headers=headers,
+            timeout=httpx.Timeout(timeout, connect=connect_timeout),
+            limits=httpx.Limits(max_connections=max_connections,
+                                max_keepalive_connections=max_connections),
+            transport=transport, event_hooks=dict(event_hooks or {}), follow_redirects=True)
+
+    @classmethod
+    def from_environment(cls, *, api_key: Secret | None = None,
+                         environ: Mapping[str, str] | None = None, **options: Any) -> FilesClient:
+        """A client configured like the official SDK: ``OPENAI_API_KEY``, ``OPENAI_BASE_URL``,
+        ``OPENAI_ORG_ID``, ``OPENAI_PROJECT_ID``."""
+        env = os.environ if environ is None else environ
+        if api_key is None:
+            value = env.get("OPENAI_API_KEY", "").strip()
+            if not value:
+                raise ValueError("no API key: set OPENAI_API_KEY or use --api-key-file")
+            api_key = Secret(value)
+        return cls(api_key=api_key, base_url=env.get("OPENAI_BASE_URL") or DEFAULT_BASE_URL,
+                   organization=env.get("OPENAI_ORG_ID") or None,
+                   project=env.get("OPENAI_PROJECT_ID") or None, **options)
+
+    def __repr__(self) -> str:
+        return f"FilesClient(base_url={self.base_url!r})"
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def __aenter__(self) -> FilesClient:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    # ---------------------------------------------------------------- files
+
+    async def list_page(self, *, purpose: str | None = None, limit: int | None = None,
+                        order: str | None = None, after: str | None = None) -> FilePage:
+        params = {key: value for key, value in
+                  (("purpose", purpose), ("limit", limit), ("order", order), ("after", after))
+                  if value is not None}
+        data = await self._json("GET", "files", kind="list", params=params)
+        return self._parse(FilePage, data, "GET", "files")
+
+    async def list_files(self, *, purpose: str | None = None, limit: int | None = None,
+                         order: str | None = None) -> AsyncIterator[FilePage]:
+        """Every page of the listing, following ``after`` as the SDK does (the id of the last
+        item of a page), until ``has_more`` is false or a page comes back empty."""
+        after = None
+        while True:
+            page = await self.list_page(purpose=purpose, limit=limit, order=order, after=after)
+            yield page
+            if not page.has_more or not page.files:
+                return
+            after = page.files[-1].id
+
+    async def list_all(self, **filters: Any) -> list[FileObject]:
+        files: list[FileObject] = []
+        async for page in self.list_files(**filters):
+            files.extend(page.files)
+        return files
+
+    async def retrieve(self, file_id: str) -> FileObject:
+        path = f"files/{file_id}"
+        return self._parse(FileObject, await self._json("GET", path, kind="retrieve"), "GET", path)
+
+    async def delete(self, file_id: str) -> bool:
+        """Delete a file. A file already gone raises :class:`NotFoundError`."""
+        path = f"files/{file_id}"
+        data = await self._json("DELETE", path, kind="delete")
+        if not isinstance(data, dict) or not isinstance(data.get("deleted"), bool):
+            raise MalformedResponseError("the answer has no 'deleted' flag", method="DELETE",
+                                         path=path)
+        return data["deleted"]
+
+    async def create_file(self, filename: str, purpose: str, body: BodySource | str | os.PathLike,
+                          *, mime_type: str = "application/octet-stream",
+                          expires_after: ExpiresAfter | None = None,
+                          progress: Callable[[int], None] | None = None) -> FileObject:
+        """``POST /files``: one multipart request carrying the whole file.
+
+        ``body`` is bytes or a path (streamed from disk, never read into memory). A failure
+        that may have created the file anyway is reconciled before the request is sent again.
+        """
+        size = len(body) if isinstance(body, bytes) else os.path.getsize(body)
+        fields = {"purpose": purpose}
+        if expires_after is not None:
+            fields.update(expires_after.as_form_fields())
+        region: FileRegion | None = None
+
+        async def attempt() -> FileObject:
+            nonlocal region
+            content: Any = body
+            if not isinstance(body, bytes):
+                region = FileRegion(body, progress=progress)
+                content = region
+            try:
+                data = await self._json("POST", "files", kind="create_file", retry=False,
+                                        data=fields, files={"file": (filename, content, mime_type)})
+            except BaseException:
+                if region is not None:
+                    region.retract_progress()
+                raise
+            finally:
+                if region is not None:
+                    region.close()
+            if isinstance(body, bytes) and progress is not None:
+                progress(size)
+            self.stats.bytes_uploaded += size
+            return self._parse(FileObject, data, "POST", "files")
+
+        started = time.time()
+        return await self._call_not_idempotent(
+            attempt, reconcile=lambda: self.find_uploaded_copy(
+                purpose=purpose, filename=filename, size=size, since=started,
+                local_md5=lambda: _md5_of(body)))
+
+    # -------------------------------------------------------------- content
+
+    async def stream_content(self, file_id: str, *, offset: int = 0, length: int | None = None,
+                             chunk_size: int | None = None
+                             ) -> AsyncIterator[tuple[int, bytes]]:
+        """The bytes of a file as ``(file_offset, chunk)`` pairs, as they arrive.
+
+        Asks for ``[offset, offset+length)`` with ``Range`` when that is not the whole file. A
+        server that honours it answers 206 with a matching ``Content-Range``; one that ignores it
+        answers 200 with the whole body, and then the chunks start at offset 0: callers keep or
+        drop what lies before ``offset`` (a cache may keep it). The stream ends once the
+        requested end is passed. A connection dropped mid-body is resumed from the first missing
+        byte (with ``Range`` when the server supports it), within the retry budget.
+        """
+        want_end = None if length is None else offset + length
+        path = f"files/{file_id}/content"
+        delivered: int | None = None   # end of what has been yielded; None before any answer
+        failures = 0
+        while True:
+            ask_from = offset if delivered is None else delivered
+            try:
+                async with self._open_content(file_id, ask_from, want_end) as (response, span):
+                    if span.start > ask_from:
+                        raise MalformedResponseError(
+                            f"asked for bytes from {ask_from}, the answer starts at {span.start}",
+                            method="GET", path="/" + path)
+                    if delivered is None:
+                        delivered = span.start        # 0 when the server ignored Range
+                    cursor = span.start
+                    async for chunk in self._body_chunks(response, file_id, chunk_size):
+                        chunk_end = cursor + len(chunk)
+                        if chunk_end > delivered:     # after a resume, skip what was yielded
+                            skip = max(0, delivered - cursor)
+                            yield cursor + skip, chunk[skip:] if skip else chunk
+                            delivered = chunk_end
+                        cursor = chunk_end
+                        if want_end is not None and delivered >= want_end:
+                            return
+                    if span.end is not None and cursor < span.end:
+                        raise APIConnectionError(f"the body ended after {cursor} of {span.end} bytes",
+                                                 method="GET", path="/" + path)
+                    return
+            except APIConnectionError as exc:
+                failures += 1
+                if failures > self.retry.max_retries:
+                    raise
+                delay = self.retry.delay(failures - 1, exc)
+                self.stats.retries += 1
+                log.info("download of %s broke at byte %d (%s); resuming in %.1f s",
+                         file_id, delivered or ask_from, exc.message, delay)
+                await trio.sleep(delay)
+
+    async def read_content(self, file_id: str, *, offset: int = 0,
+                           length: int | None = None) -> bytes:
+        """Exactly the bytes ``[offset, offset+length)`` of a file (to EOF when no length), in
+        memory; for small reads and tests. Works whether or not the server honours Range."""
+        pieces: list[bytes] = []
+        end = None if length is None else offset + length
+        async for at, chunk in self.stream_content(file_id, offset=offset, length=length):
+            lo = max(0, offset - at)
+            hi = len(chunk) if end is None else max(0, min(len(chunk), end - at))
+            if hi > lo:
+                pieces.append(chunk[lo:hi])
+        return b"".join(pieces)
+
+    def _open_content(self, file_id: str, start: int, end: int | None):
+        path = f"files/{file_id}/content"
+        headers = {"Accept": "application/binary"}
+        if start > 0 or end is not None:
+            headers["Range"] = f"bytes={start}-{'' if end is None else end - 1}"
+        return _ContentResponse(self, path, headers, start, end)
+
+    async def _body_chunks(self, response: httpx.Response, file_id: str,
+                           chunk_size: int | None) -> AsyncIterator[bytes]:
+        path = f"files/{file_id}/content"
+        try:
+            async for chunk in response.aiter_bytes(chunk_size):
+                self.stats.bytes_downloaded += len(chunk)
+                yield chunk
+        except httpx.HTTPError as exc:
+            raise self._transport_error(exc, "GET", path) from None
+
+    # -------------------------------------------------------------- uploads
+
+    async def create_upload(self, filename: str, purpose: str, size: int, mime_type: str,
+                            *, expires_after: ExpiresAfter | None = None) -> Upload:
+        body: dict[str, Any] = {"filename": filename, "purpose": purpose, "bytes": size,
+                                "mime_type": mime_type}
+        if expires_after is not None:
+            body["expires_after"] = expires_after.as_json()
+        # a retried create may leave an unused pending Upload behind; it expires within an hour
+        data = await self._json("POST", "uploads", kind="create_upload", json=body)
+        return self._parse(Upload, data, "POST", "uploads")
+
+    async def add_upload_part(self, upload_id: str, body: bytes | FileRegion) -> UploadPart:
+        """Send one Part. Sending a Part twice is harmless (only the ids named at completion
+        count), so it is retried like an idempotent request."""
+        path = f"uploads/{upload_id}/parts"
+        if isinstance(body, FileRegion):
+            body.seek(0)
+        try:
+            data = await self._json("POST", path, kind="upload_part",
+                                    files={"data": ("blob", body, "application/octet-stream")})
+        except BaseException:
+            if isinstance(body, FileRegion):
+                body.retract_progress()
+            raise
+        self.stats.bytes_uploaded += len(body) if isinstance(body, bytes) else body.length
+        return self._parse(UploadPart, data, "POST", path)
+
+    async def complete_upload(self, upload: Upload, part_ids: Sequence[str], *,
+                              md5: str | None = None) -> Upload:
+        path = f"uploads/{upload.id}/complete"
+        body: dict[str, Any] = {"part_ids": list(part_ids)}
+        if md5 is not None:
+            body["md5"] = md5
+
+        async def attempt() -> Upload:
+            return self._parse(Upload, await self._json("POST", path, kind="complete_upload",
+                                                        retry=False, json=body), "POST", path)
+
+        async def reconcile() -> Upload | None:
+            found = await self.find_uploaded_copy(
+                purpose=upload.purpose, filename=upload.filename, size=upload.bytes,
+                since=upload.created_at, local_md5=_constant(md5))
+            if found is None:
+                return None
+            return Upload(id=upload.id, bytes=upload.bytes, created_at=upload.created_at,
+                          expires_at=upload.expires_at, filename=upload.filename,
+                          purpose=upload.purpose, status="completed", file=found)
+
+        return await self._call_not_idempotent(attempt, reconcile=reconcile)
+
+    async def cancel_upload(self, upload_id: str) -> Upload:
+        path = f"uploads/{upload_id}/cancel"
+        return self._parse(Upload, await self._json("POST", path, kind="cancel_upload"),
+                           "POST", path)
+
+    async def upload_in_parts(self, filename: str, purpose: str, path: str | os.PathLike,
+                              *, part_size: int, concurrency: int,
+                              mime_type: str = "application/octet-stream",
+                              expires_after: ExpiresAfter | None = None,
+                              progress: Callable[[int], None] | None = None) -> FileObject:
+        """The Uploads flow: create, send Parts of ``part_size`` with up to ``concurrency`` in
+        flight, complete with the ordered part ids and the file's MD5. On any failure (or
+        cancellation) the Upload is cancelled before the error propagates, so no half-made
+        Upload stays open on the server."""
+        size = os.path.getsize(path)
+        upload = await self.create_upload(filename, purpose, size, mime_type,
+                                          expires_after=expires_after)
+        try:
+            count = max(1, -(-size // part_size))
+            part_ids: list[str] = [""] * count
+            md5_box: list[str] = []
+            limiter = trio.CapacityLimiter(max(1, concurrency))
+
+            async def send_part(index: int) -> None:
+                async with limiter:
+                    offset = index * part_size
+                    region = FileRegion(path, offset, min(part_size, size - offset),
+                                        progress=progress)
+                    try:
+                        part_ids[index] = (await self.add_upload_part(upload.id, region)).id
+                    finally:
+                        region.close()
+
+            async def hash_file() -> None:
+                md5_box.append(await trio.to_thread.run_sync(_md5_of_path, path))
+
+            try:
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(hash_file)
+                    for index in range(count):
+                        nursery.start_soon(send_part, index)
+            except BaseExceptionGroup as group:
+                raise first_error(group) from None
+            done = await self.complete_upload(upload, part_ids, md5=md5_box[0])
+        except BaseException as exc:
+            with trio.CancelScope(shield=True):
+                await self._cancel_quietly(upload.id, exc)
+            raise
+        if done.file is None:
+            raise MalformedResponseError("the completed Upload names no file", method="POST",
+                                         path=f"uploads/{upload.id}/complete")
+        return done.file
+
+    async def _cancel_quietly(self, upload_id: str, reason: BaseException) -> None:
+        with trio.move_on_after(30):
+            try:
+                await self.cancel_upload(upload_id)
+                log.info("cancelled Upload %s after: %s", upload_id, _describe(reason))
+                return
+            except APIError as exc:
+                log.warning("could not cancel Upload %s (%s); it expires on its own within "
+                            "an hour", upload_id, exc)
+                return
+        log.warning("cancelling Upload %s timed out; it expires on its own within an hour",
+                    upload_id)
+
+    # ------------------------------------------------------- reconciliation
+
+    async def find_uploaded_copy(self, *, purpose: str, filename: str, size: int, since: float,
+                                 local_md5: Callable[[], Awaitable[str]]) -> FileObject | None:
+        """A file that a failed upload attempt may have created after all.
+
+        Looks through the purpose's newest files (created since ``since``, allowing for clock
+        skew) for ones with the same name and size, and accepts one only when its content has
+        the same MD5 as ours. Downloads are needed only in this rare case.
+        """
+        floor = since - CLOCK_SKEW_SECONDS
+        expected: str | None = None
+        async for page in self.list_files(purpose=purpose, order="desc", limit=100):
+            for candidate in page.files:
+                if candidate.created_at < floor:
+                    return None
+                if candidate.filename != filename or candidate.bytes != size:
+                    continue
+                if expected is None:
+                    expected = await local_md5()
+                digest = hashlib.md5()
+                try:
+                    async for _, chunk in self.stream_content(candidate.id):
+                        digest.update(chunk)
+                except NotFoundError:
+                    continue
+                if digest.hexdigest() == expected:
+                    log.info("the failed upload of %s did reach the server as %s; using it",
+                             filename, candidate.id)
+                    return candidate
+        return None
+
+    # ------------------------------------------------------------- plumbing
+
+    async def _call_not_idempotent(self, attempt: Callable[[], Awaitable[Any]], *,
+                                   reconcile: Callable[[], Awaitable[Any]]) -> Any:
+        ambiguous = False
+        async for try_ in self.retry.retrying(before_sleep=self._log_retry):
+            with try_:
+                if ambiguous:
+                    found = await reconcile()
+                    if found is not None:
+                        return found
+                try:
+                    return await attempt()
+                except APIError as exc:
+                    ambiguous = ambiguous or may_have_taken_effect(exc)
+                    raise
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _json(self, method: str, path: str, *, kind: str, retry: bool = True,
+                    **request: Any) -> Any:
+        """Send (with retries unless ``retry`` is false) and decode the JSON answer."""
+        if not retry:
+            return self._decode(await self._send(method, path, kind=kind, **request),
+                                method, path)
+        async for try_ in self.retry.retrying(before_sleep=self._log_retry):
+            with try_:
+                return self._decode(await self._send(method, path, kind=kind, **request),
+                                    method, path)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    @staticmethod
+    def _decode(response: httpx.Response, method: str, path: str) -> Any:
+        try:
+            return json.loads(response.content)
+        except ValueError:
+            raise MalformedResponseError(
+                "the answer is not valid JSON", method=method, path="/" + path,
+                request_id=response.headers.get("x-request-id")) from None
+
+    async def _send(self, method: str, path: str, *, kind: str, stream: bool = False,
+                    **request: Any) -> httpx.Response:
+        """One attempt: send, read (unless streaming), raise typed errors for failures."""
+        self.stats.requests[kind] += 1
+        try:
+            built = self._http.build_request(method, path, **request)
+            response = await self._http.send(built, stream=stream)
+        except httpx.HTTPError as exc:
+            self.stats.errors += 1
+            raise self._transport_error(exc, method, path) from None
+        if response.status_code >= 400:
+            self.stats.errors += 1
+            try:
+                body = await _read_limited(response, MAX_ERROR_BODY)
+            except httpx.HTTPError:
+                body = b""
+            finally:
+                await response.aclose()
+            raise self._status_error(response, body, method, path)
+        if not stream:
+            try:
+                await response.aread()
+            except httpx.HTTPError as exc:
+                self.stats.errors += 1
+                raise self._transport_error(exc, method, path) from None
+        return response
+
+    def _status_error(self, response: httpx.Response, body: bytes, method: str,
+                      path: str) -> APIStatusError:
+        message, type_, code, param = response.reason_phrase or "error", None, None, None
+        try:
+            error = json.loads(body).get("error")
+            if isinstance(error, dict):
+                message = str(error.get("message") or message)
+                type_, code, param = error.get("type"), error.get("code"), error.get("param")
+        except (ValueError, AttributeError):
+            text = body[:200].decode("utf-8", "replace").strip()
+            if text:
+                message = text
+        should_retry = response.headers.get("x-should-retry")
+        return status_error_class(response.status_code)(
+            redact(message, self._key), status=response.status_code, method=method,
+            path="/" + path, type=type_, code=code, param=param,
+            request_id=response.headers.get("x-request-id"),
+            retry_after=parse_retry_after(response.headers),
+            should_retry=None if should_retry is None else should_retry.lower() == "true")
+
+    def _transport_error(self, exc: httpx.HTTPError, method: str, path: str) -> APIError:
+        reason = redact(str(exc) or type(exc).__name__, self._key)
+        # a request whose body could not be written cannot have been carried out
+        sent = not isinstance(exc, (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout,
+                                    httpx.WriteError, httpx.WriteTimeout))
+        if isinstance(exc, httpx.TimeoutException):
+            return APITimeoutError(f"timed out ({type(exc).__name__})", method=method,
+                                   path="/" + path, request_sent=sent)
+        if isinstance(exc, httpx.TransportError):
+            return APIConnectionError(reason, method=method, path="/" + path, request_sent=sent)
+        return APIError(reason, method=method, path="/" + path)
+
+    def _log_retry(self, state) -> None:
+        self.stats.retries += 1
+        exc = state.outcome.exception()
+        log.info("retrying after %s (attempt %d of %d, waiting %.1f s)", _describe(exc),
+                 state.attempt_number + 1, self.retry.max_retries + 1,
+                 state.next_action.sleep if state.next_action else 0)
+
+    def _parse(self, model: type, data: Any, method: str, path: str) -> Any:
+        try:
+            return model.from_json(data)
+        except (ValueError, TypeError, AttributeError) as exc:
+            raise MalformedResponseError(f"unusable answer: {exc}", method=method,
+                                         path="/" + path) from None
+
+
+class _ContentResponse:
+    """``async with``: one content request (with retries until the body starts), yielding the
+    streaming response and the byte span it carries."""
+
+    def __init__(self, client: FilesClient, path: str, headers: dict[str, str], start: int,
+                 end: int | None) -> None:
+        self._client, self._path, self._headers = client, path, headers
+        self._start, self._end = start, end
+        self._response: httpx.Response | None = None
+
+    async def __aenter__(self) -> tuple[httpx.Response, ContentRange]:
+        client = self._client
+        async for try_ in client.retry.retrying(before_sleep=client._log_retry):
+            with try_:
+                response = await client._send("GET", self._path, kind="content", stream=True,
+                                              headers=self._headers)
+        self._response = response
+        try:
+            span = self._span(response)
+        except BaseException:
+            await response.aclose()
+            raise
+        return response, span
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        if self._response is not None:
+            await self._response.aclose()
+
+    def _span(self, response: httpx.Response) -> ContentRange:
+        client = self._client
+        asked_range = "Range" in self._headers
+        length = response.headers.get("content-length")
+        if response.status_code == 206:
+            span = _parse_content_range(response.headers.get("content-range", ""))
+            if span is None or span.start != self._start:
+                raise MalformedResponseError(
+                    f"a 206 answer whose Content-Range "
+                    f"({response.headers.get('content-range')!r}) does not match the request "
+                    f"for bytes from {self._start}", method="GET", path="/" + self._path,
+                    request_id=response.headers.get("x-request-id"))
+            client.range_supported = True
+            return span
+        if asked_range:
+            client.range_supported = False
+        total = int(length) if length and length.isdigit() else None
+        return ContentRange(0, total, total, partial=False)
+
+
+def _parse_content_range(value: str) -> ContentRange | None:
+    # "bytes 100-199/1000"
+    try:
+        unit, _, rest = value.partition(" ")
+        span, _, total = rest.partition("/")
+        first, _, last = span.partition("-")
+        if unit.strip().lower() != "bytes":
+            return None
+        return ContentRange(int(first), int(last) + 1,
+                            None if total.strip() == "*" else int(total), partial=True)
+    except ValueError:
+        return None
+
+
+async def _read_limited(response: httpx.Response, limit: int) -> bytes:
+    pieces, size = [], 0
+    async for chunk in response.aiter_bytes():
+        pieces.append(chunk)
+        size += len(chunk)
+        if size >= limit:
+            break
+    return b"".join(pieces)[:limit]
+
+
+def _md5_of_path(path: str | os.PathLike) -> str:
+    digest = hashlib.md5()
+    with open(path, "rb") as handle:
+        while block := handle.read(1024 * 1024):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+async def _md5_of(body: BodySource | str | os.PathLike) -> str:
+    if isinstance(body, bytes):
+        return hashlib.md5(body).hexdigest()
+    return await trio.to_thread.run_sync(_md5_of_path, body)
+
+
+def _constant(value: str | None) -> Callable[[], Awaitable[str]]:
+    async def get() -> str:
+        return value or ""
+    return get
+
+
+def first_error(group: BaseExceptionGroup) -> BaseException:
+    """The first real failure in a nursery's exception group (cancellations aside), so callers
+    see the error that mattered instead of a group; the group itself when it holds only
+    cancellations."""
+    for exc in group.exceptions:
+        if isinstance(exc, BaseExceptionGroup):
+            inner = first_error(exc)
+            if inner is not exc:
+                return inner
+        elif not isinstance(exc, trio.Cancelled):
+            return exc
+    return group
+
+
+def _describe(exc: BaseException | None) -> str:
+    if isinstance(exc, APIStatusError):
+        return f"{exc.status} {exc.message} (request_id={exc.request_id or 'none'})"
+    return str(exc) if exc is not None else "nothing"
