@@ -14,6 +14,9 @@ from openai_fs import __version__
 
 #: subcommand -> (module, one-line help)
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
+    "mount": ("openai_fs.mount", "mount the Files API on a directory"),
+    "unmount": ("openai_fs.unmount", "wait for uploads in flight, then unmount"),
+    "status": ("openai_fs.status", "show uploads in flight, failures, cache use and requests"),
     "serve": ("openai_fs.emulator.server",
               "run the local emulator of the Files and Uploads API"),
 }

@@ -1,0 +1,434 @@
+"""File content, fetched once and kept: a disk cache of whole files and a memory cache of blocks.
+
+A file id's bytes never change, so nothing here is ever revalidated; content leaves only when
+space is needed or the file is deleted.
+
+* **Whole-file downloads** (the usual case: a read from offset 0, or any read of a small file,
+  or any read when the server does not honour ``Range``) stream the file into the disk cache
+  with one ``GET /files/{id}/content``. Readers wait only until the download has passed the bytes
+  they asked for, and every reader of the file shares the one download.
+* **Blocks** (a read far into a large file when the server honours ``Range``, or any read of a
+  file that does not fit the disk cache) are fetched with ``Range`` into a memory LRU bounded in
+  bytes (``--cache-size``).
+* **The disk cache** (``--cache-dir``, bounded by ``--disk-cache-size``) holds whole files named
+  by id under a folder per server, evicts the least recently used whole file, and is reused by
+  later mounts.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import logging
+import os
+import secrets
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cachetools
+import trio
+
+from openai_fs.api import FileObject, FilesClient
+
+log = logging.getLogger(__name__)
+
+BLOCK_SIZE = 1024 * 1024
+#: files up to this size are always fetched whole, wherever the first read falls
+SMALL_FILE = 8 * BLOCK_SIZE
+#: a read this far beyond a running download fetches its own blocks (when Range works)
+FAR_AHEAD = 32 * BLOCK_SIZE
+#: downloaded bytes are written to disk in pieces of about this size
+WRITE_BATCH = BLOCK_SIZE
+
+
+class DiskCache:
+    """Whole files on disk, by id, least recently used first out.
+
+    Files of one server live in their own folder (``content/<hash of base URL>/``), so a mount of
+    the emulator and one of the real API never mix. Downloads in progress are ``*.partial``
+    files; a dead mount's leftovers are removed at start.
+    """
+
+    def __init__(self, root: Path, capacity: int, *, server: str) -> None:
+        self.capacity = capacity
+        self.folder = root / "content" / hashlib.sha256(server.encode()).hexdigest()[:16]
+        self._sizes: dict[str, int] = {}      # insertion order = least recently used first
+        self._pinned: dict[str, int] = {}
+        self._doomed: set[str] = set()
+        self.used = 0
+
+    def scan(self) -> None:
+        """Build the index from the folder (blocking; run in a thread at start)."""
+        if self.capacity <= 0:
+            return
+        self.folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+        found = []
+        for path in self.folder.iterdir():
+            if ".partial" in path.name:
+                path.unlink(missing_ok=True)
+                continue
+            info = path.stat()
+            found.append((info.st_mtime, path.name, info.st_size))
+        for _, file_id, size in sorted(found):
+            self._sizes[file_id] = size
+            self.used += size
+        self._evict(0)
+
+    @property
+    def enabled(self) -> bool:
+        return self.capacity > 0
+
+    def path(self, file_id: str) -> Path:
+        return self.folder / file_id
+
+    def partial_path(self, file_id: str) -> Path:
+        return self.folder / f"{file_id}.partial-{secrets.token_hex(4)}"
+
+    def has(self, file: FileObject) -> bool:
+        size = self._sizes.get(file.id)
+        if size is None:
+            return False
+        if size != file.bytes:
+            log.warning("cached copy of %s has %d bytes, the server says %d; dropping it",
+                        file.id, size, file.bytes)
+            self.remove(file.id)
+            return False
+        return True
+
+    def touch(self, file_id: str) -> None:
+        size = self._sizes.pop(file_id, None)
+        if size is not None:
+            self._sizes[file_id] = size
+
+    def fits(self, size: int) -> bool:
+        return self.enabled and size <= self.capacity
+
+    def reserve(self, size: int) -> bool:
+        """Make room for ``size`` more bytes; False when the cache cannot hold them."""
+        if not self.fits(size):
+            return False
+        self._evict(size)
+        return True
+
+    def add(self, file_id: str, source: Path) -> bool:
+        """Move a complete file into the cache under ``file_id``."""
+        size = source.stat().st_size
+        if not self.reserve(size):
+            source.unlink(missing_ok=True)
+            return False
+        os.replace(source, self.path(file_id))
+        self.remove_index(file_id)
+        self._sizes[file_id] = size
+        self.used += size
+        return True
+
+    def pin(self, file_id: str) -> None:
+        self._pinned[file_id] = self._pinned.get(file_id, 0) + 1
+
+    def unpin(self, file_id: str) -> None:
+        count = self._pinned.get(file_id, 0) - 1
+        if count > 0:
+            self._pinned[file_id] = count
+            return
+        self._pinned.pop(file_id, None)
+        if file_id in self._doomed:
+            self._doomed.discard(file_id)
+            self.remove(file_id)
+
+    def is_pinned(self, file_id: str) -> bool:
+        return file_id in self._pinned
+
+    def discard(self, file_id: str) -> None:
+        """The file was deleted: drop it now, or when its last open handle closes."""
+        if file_id in self._pinned:
+            self._doomed.add(file_id)
+        else:
+            self.remove(file_id)
+
+    def remove(self, file_id: str) -> None:
+        if self.remove_index(file_id):
+            self.path(file_id).unlink(missing_ok=True)
+
+    def remove_index(self, file_id: str) -> bool:
+        size = self._sizes.pop(file_id, None)
+        if size is None:
+            return False
+        self.used -= size
+        return True
+
+    def _evict(self, incoming: int) -> None:
+        for file_id in list(self._sizes):
+            if self.used + incoming <= self.capacity:
+                return
+            if file_id in self._pinned:
+                continue        # an open file keeps its copy; eviction takes the next one
+            log.debug("evicting %s from the disk cache", file_id)
+            self.remove(file_id)
+
+
+@dataclass(eq=False)
+class Download:
+    """One whole-file download into the disk cache, followed by its readers."""
+
+    file: FileObject
+    partial: Path
+    fd: int
+    #: bytes of the file written so far (always a prefix)
+    written: int = 0
+    error: BaseException | None = None
+    done: trio.Event = field(default_factory=trio.Event)
+    _progress: trio.Event = field(default_factory=trio.Event)
+
+    def advance(self, written: int) -> None:
+        self.written = written
+        self._progress.set()
+        self._progress = trio.Event()
+
+    async def wait_until(self, end: int) -> None:
+        while self.written < end and not self.done.is_set():
+            await self._progress.wait()
+        if self.written < end and self.error is not None:
+            raise self.error
+
+
+@dataclass(eq=False)
+class _Fetch:
+    """A block fetch other readers of the same blocks wait for."""
+
+    done: trio.Event = field(default_factory=trio.Event)
+    blocks: dict[int, bytes] = field(default_factory=dict)
+    error: Exception | None = None
+
+    async def result(self) -> dict[int, bytes]:
+        await self.done.wait()
+        if self.error is not None:
+            raise self.error
+        return self.blocks
+
+
+@dataclass
+class CacheStatistics:
+    disk_hits: int = 0
+    memory_hits: int = 0
+    downloads: int = 0
+    block_fetches: int = 0
+
+    def as_dict(self) -> dict[str, int]:
+        return dict(vars(self))
+
+
+class ContentCache:
+    """Reads of file content, served from the caches and filled from the server."""
+
+    def __init__(self, client: FilesClient, *, memory_bytes: int, disk: DiskCache,
+                 nursery: trio.Nursery) -> None:
+        self.client = client
+        self.disk = disk
+        self.memory: cachetools.LRUCache[tuple[str, int], bytes] = cachetools.LRUCache(
+            maxsize=max(memory_bytes, 1), getsizeof=len)
+        self.memory_enabled = memory_bytes >= BLOCK_SIZE
+        self._nursery = nursery
+        self._downloads: dict[str, Download] = {}
+        self._fetches: dict[tuple[str, int, int], _Fetch] = {}
+        self._open_fds: dict[str, int] = {}
+        self.stats = CacheStatistics()
+
+    # ----------------------------------------------------------------- reads
+
+    async def read(self, file: FileObject, offset: int, size: int) -> bytes:
+        if offset >= file.bytes or size <= 0:
+            return b""
+        size = min(size, file.bytes - offset)
+        end = offset + size
+        if self.disk.has(file):
+            self.stats.disk_hits += 1
+            return self._pread_cached(file.id, offset, size)
+        download = self._downloads.get(file.id)
+        if download is not None and (offset - download.written < FAR_AHEAD
+                                     or self.client.range_supported is False
+                                     or not self.memory_enabled):
+            return await self._read_following(download, offset, end)
+        if download is None and self._fetch_whole(file, offset):
+            return await self._read_following(self._start_download(file), offset, end)
+        return await self._read_blocks(file, offset, end)
+
+    async def fetch_whole(self, file: FileObject) -> bool:
+        """Make sure the whole file is in the disk cache (used before deleting a file that is
+        still open). False when it cannot be kept there."""
+        if self.disk.has(file):
+            return True
+        if not self.disk.fits(file.bytes):
+            return False
+        download = self._downloads.get(file.id) or self._start_download(file)
+        await download.wait_until(file.bytes)
+        return self.disk.has(file)
+
+    def _fetch_whole(self, file: FileObject, offset: int) -> bool:
+        if not self.disk.fits(file.bytes):
+            return False
+        return (offset == 0 or file.bytes <= SMALL_FILE or not self.memory_enabled
+                or self.client.range_supported is False)
+
+    # ------------------------------------------------------- whole downloads
+
+    def _start_download(self, file: FileObject) -> Download:
+        partial = self.disk.partial_path(file.id)
+        fd = os.open(partial, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        download = Download(file, partial, fd)
+        self._downloads[file.id] = download
+        self.stats.downloads += 1
+        self._nursery.start_soon(self._run_download, download)
+        return download
+
+    async def _run_download(self, download: Download) -> None:
+        file = download.file
+        pending: list[bytes] = []
+        pending_at = 0
+        pending_size = 0
+        try:
+            async for at, chunk in self.client.stream_content(file.id):
+                if not pending:
+                    pending_at = at
+                pending.append(chunk)
+                pending_size += len(chunk)
+                if pending_size >= WRITE_BATCH:
+                    await self._write(download, pending_at, pending)
+                    pending, pending_size = [], 0
+            if pending:
+                await self._write(download, pending_at, pending)
+            if download.written != file.bytes:
+                raise OSError(errno.EIO, f"the server sent {download.written} bytes of "
+                                         f"{file.id}, its size is {file.bytes}")
+            self.disk.add(file.id, download.partial)
+        except BaseException as exc:
+            download.error = exc if isinstance(exc, Exception) else OSError(
+                errno.EINTR, "the download was interrupted")
+            download.partial.unlink(missing_ok=True)
+            if not isinstance(exc, Exception):
+                raise
+            log.debug("download of %s failed: %s", file.id, exc)
+        finally:
+            if download.fd >= 0:
+                os.close(download.fd)
+                download.fd = -1
+            if self._downloads.get(file.id) is download:
+                del self._downloads[file.id]
+            download.done.set()
+            download.advance(download.written)
+
+    async def _write(self, download: Download, at: int, pieces: list[bytes]) -> None:
+        data = b"".join(pieces)
+        await trio.to_thread.run_sync(_pwrite_all, download.fd, data, at)
+        download.advance(max(download.written, at + len(data)))
+
+    async def _read_following(self, download: Download, offset: int, end: int) -> bytes:
+        await download.wait_until(end)
+        if download.fd >= 0:        # still running: read what it has written
+            return os.pread(download.fd, end - offset, offset)
+        return self._pread_cached(download.file.id, offset, end - offset)
+
+    def _pread_cached(self, file_id: str, offset: int, size: int) -> bytes:
+        # The bytes were just downloaded or were read before: they sit in the page cache, and a
+        # pread of them costs less than a hop to a worker thread would.
+        fd = self._open_fds.get(file_id)
+        if fd is None:
+            fd = os.open(self.disk.path(file_id), os.O_RDONLY | os.O_CLOEXEC)
+            self._open_fds[file_id] = fd
+        self.disk.touch(file_id)
+        return os.pread(fd, size, offset)
+
+    # ------------------------------------------------------------- blocks
+
+    async def _read_blocks(self, file: FileObject, offset: int, end: int) -> bytes:
+        first, last = offset // BLOCK_SIZE, (end - 1) // BLOCK_SIZE
+        blocks = {index: self.memory.get((file.id, index)) for index in range(first, last + 1)}
+        missing = [index for index, block in blocks.items() if block is None]
+        if missing:
+            blocks.update(await self._fetch_blocks(file, missing[0], missing[-1]))
+        else:
+            self.stats.memory_hits += 1
+        pieces = []
+        for index in range(first, last + 1):
+            block = blocks[index] or b""
+            lo = max(offset - index * BLOCK_SIZE, 0)
+            hi = min(end - index * BLOCK_SIZE, len(block))
+            pieces.append(block[lo:hi])
+        return b"".join(pieces)
+
+    async def _fetch_blocks(self, file: FileObject, first: int, last: int) -> dict[int, bytes]:
+        """Blocks ``first..last`` with one ranged request, shared by concurrent readers and
+        kept in the memory cache when it is on."""
+        key = (file.id, first, last)
+        running = self._fetches.get(key)
+        if running is not None:
+            return await running.result()
+        fetch = self._fetches[key] = _Fetch()
+        self.stats.block_fetches += 1
+        start = first * BLOCK_SIZE
+        stop = min((last + 1) * BLOCK_SIZE, file.bytes)
+        buffer = bytearray()
+        try:
+            async for at, chunk in self.client.stream_content(file.id, offset=start,
+                                                              length=stop - start):
+                # a server that ignores Range sends from byte 0: keep only our blocks
+                lo = max(0, start - at)
+                hi = max(0, min(len(chunk), stop - at))
+                if hi > lo:
+                    buffer += chunk[lo:hi]
+            blocks = {}
+            for index in range(first, last + 1):
+                lo = (index - first) * BLOCK_SIZE
+                blocks[index] = bytes(buffer[lo:lo + BLOCK_SIZE])
+                if self.memory_enabled:
+                    self.memory[(file.id, index)] = blocks[index]
+            fetch.blocks = blocks
+            return blocks
+        except Exception as exc:
+            fetch.error = exc
+            raise
+        finally:
+            del self._fetches[key]
+            fetch.done.set()
+
+    # ----------------------------------------------------- writes and deletes
+
+    def adopt(self, file: FileObject, path: Path) -> bool:
+        """The bytes of a file we just uploaded, moved into the cache (no download needed)."""
+        if not self.disk.enabled:
+            return False
+        return self.disk.add(file.id, path)
+
+    def pin(self, file_id: str) -> None:
+        self.disk.pin(file_id)
+
+    def unpin(self, file_id: str) -> None:
+        self.disk.unpin(file_id)
+        if not self.disk.is_pinned(file_id):
+            fd = self._open_fds.pop(file_id, None)
+            if fd is not None:
+                os.close(fd)
+
+    def discard(self, file_id: str) -> None:
+        """The file was deleted: it leaves the memory cache now and the disk cache as soon as
+        no handle has it open."""
+        for key in [key for key in self.memory if key[0] == file_id]:
+            self.memory.pop(key, None)
+        self.disk.discard(file_id)
+
+    def statistics(self) -> dict[str, object]:
+        return {**self.stats.as_dict(), "memory_bytes": self.memory.currsize,
+                "memory_limit": self.memory.maxsize, "disk_bytes": self.disk.used,
+                "disk_limit": self.disk.capacity, "downloads_running": len(self._downloads)}
+
+    def close(self) -> None:
+        for fd in self._open_fds.values():
+            os.close(fd)
+        self._open_fds.clear()
+
+
+def _pwrite_all(fd: int, data: bytes, offset: int) -> None:
+    view = memoryview(data)
+    while view:
+        written = os.pwrite(fd, view, offset)
+        view, offset = view[written:], offset + written

@@ -1,0 +1,298 @@
+"""``openai-fs mount``: check the credentials, mount, serve until unmounted.
+
+The order of events: options and key are checked; the process forks unless ``-f`` (the parent
+waits and exits 0 only once the mount is live, or 1 with the one-line reason why not); the
+child checks the credentials with one listing call, builds the core (client, namespace,
+caches, upload engine), mounts, and serves FUSE requests until ``fusermount3 -u``, ``openai-fs
+unmount`` or a signal. SIGINT/SIGTERM wait for uploads in flight before unmounting (a second
+signal does not wait); SIGUSR1 writes every thread's stack to the log.
+"""
+
+from __future__ import annotations
+
+import faulthandler
+import logging
+import os
+import shutil
+import signal
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pyfuse3
+import trio
+
+from openai_fs import __version__, logs
+from openai_fs.api import APIError, AuthenticationError, FilesClient, PermissionDeniedError
+from openai_fs.api.retry import RetryPolicy
+from openai_fs.cache import ContentCache, DiskCache
+from openai_fs.fs import Operations, Ownership, invalidate_entry
+from openai_fs.namespace import Namespace
+from openai_fs.options import MountOptions, OptionError, add_mount_arguments, from_arguments
+from openai_fs.secrets import KeyFileError, Secret, key_from_environment, read_key_file
+from openai_fs.uploads import UploadEngine, UploadSettings
+
+log = logging.getLogger(__name__)
+
+DESCRIPTION = """\
+Mount the OpenAI Files API on MOUNTPOINT: one directory per purpose (assistants/, batch/,
+fine-tune/, vision/, user_data/, evals/ are writable; assistants_output/, batch_output/ and
+fine-tune-results/ are read-only) and .by-id/<file-id> for any file by its id.
+
+The key comes from OPENAI_API_KEY (or --api-key-file), the server from OPENAI_BASE_URL
+(default https://api.openai.com/v1); OPENAI_ORG_ID and OPENAI_PROJECT_ID are sent when set.
+The key is never accepted on the command line. --demo needs neither: it mounts the bundled
+emulator with sample files. See man openai-fs and docs/SEMANTICS.md.
+"""
+
+
+class MountFailed(Exception):
+    """The mount could not be made; the message is the one line the user sees."""
+
+
+class Readiness:
+    """Tells whoever started the mount that it is live, or why it is not."""
+
+    def __init__(self, fd: int | None) -> None:
+        self._fd = fd
+
+    def ready(self) -> None:
+        self._send("ready")
+
+    def failed(self, message: str) -> None:
+        if self._fd is None:
+            print(f"openai-fs mount: {message}", file=sys.stderr, flush=True)
+        self._send(message)
+
+    def _send(self, message: str) -> None:
+        if self._fd is not None:
+            os.write(self._fd, message.encode("utf-8", "replace"))
+            os.close(self._fd)
+            self._fd = None
+
+
+def add_arguments(parser) -> None:
+    add_mount_arguments(parser)
+
+
+def run(args) -> int:
+    try:
+        options = from_arguments(args)
+        check_mountpoint(options.mountpoint)
+        key = Secret("demo") if options.demo else load_key(options)
+    except (OptionError, MountFailed, KeyFileError) as exc:
+        print(f"openai-fs mount: {exc}", file=sys.stderr)
+        return 2 if isinstance(exc, OptionError) else 1
+    if options.foreground:
+        return mount(options, key, Readiness(None))
+    return _daemonize(options, key)
+
+
+def load_key(options: MountOptions) -> Secret:
+    if options.api_key_file is not None:
+        return read_key_file(options.api_key_file)
+    key = key_from_environment()
+    if key is None:
+        raise MountFailed("no API key: set OPENAI_API_KEY, or pass --api-key-file FILE "
+                          "(or try --demo)")
+    return key
+
+
+def check_mountpoint(path: Path) -> None:
+    if not path.is_dir():
+        raise MountFailed(f"{path} is not a directory (create it first: mkdir -p {path})")
+    if os.path.ismount(path):
+        raise MountFailed(f"something is already mounted on {path}")
+    if not os.access("/dev/fuse", os.R_OK | os.W_OK):
+        raise MountFailed("cannot use /dev/fuse (is the fuse3 package installed, and may you "
+                          "use FUSE?)")
+
+
+def _daemonize(options: MountOptions, key: Secret) -> int:
+    read_end, write_end = os.pipe()
+    child = os.fork()
+    if child:
+        os.close(write_end)
+        chunks = []
+        while chunk := os.read(read_end, 4096):
+            chunks.append(chunk)
+        os.close(read_end)
+        os.waitpid(child, 0)
+        message = b"".join(chunks).decode("utf-8", "replace")
+        if message == "ready":
+            return 0
+        log_file = options.log_file or options.default_log_file
+        print(f"openai-fs mount: {message or f'the mount process stopped; see {log_file}'}",
+              file=sys.stderr)
+        return 1
+    # the child: a new session, then a grandchild that is the daemon
+    os.close(read_end)
+    os.setsid()
+    if os.fork():
+        os._exit(0)
+    os.chdir("/")
+    null = os.open(os.devnull, os.O_RDWR)
+    for fd in (0, 1, 2):
+        os.dup2(null, fd)
+    os.close(null)
+    code = 1
+    try:
+        code = mount(options, key, Readiness(write_end))
+    finally:
+        os._exit(code)
+
+
+def mount(options: MountOptions, key: Secret, readiness: Readiness) -> int:
+    """Mount and serve until unmounted; returns the exit status."""
+    log_file = options.log_file
+    if log_file is None and not options.foreground:
+        log_file = options.default_log_file
+    problems = logs.setup(log_file=log_file, debug=options.debug, secret=key)
+    crash_log = open(log_file, "a") if log_file else sys.stderr  # noqa: SIM115 - lives as long as we do
+    faulthandler.enable(file=crash_log)
+    faulthandler.register(signal.SIGUSR1, file=crash_log, all_threads=True)
+    demo = None
+    try:
+        if options.demo:
+            demo = DemoServer.start()
+            options.cache_dir = demo.folder / "cache"
+            client = FilesClient(api_key=key, base_url=demo.base_url,
+                                 retry=RetryPolicy(max_retries=options.retries),
+                                 timeout=options.timeout)
+        else:
+            client = FilesClient.from_environment(
+                api_key=key, retry=RetryPolicy(max_retries=options.retries),
+                timeout=options.timeout)
+        return trio.run(_serve, options, client, readiness, problems)
+    except MountFailed as exc:
+        if log_file is not None:      # in the foreground the one line below says it
+            log.error("%s", exc)
+        readiness.failed(str(exc))
+        return 1
+    except BaseException as exc:
+        log.exception("the mount stopped because of an internal error")
+        readiness.failed(f"internal error: {exc!r}")
+        return 1
+    finally:
+        if demo is not None:
+            demo.stop()
+
+
+async def _serve(options: MountOptions, client: FilesClient, readiness: Readiness,
+                 problems: logs.RecentProblems) -> int:
+    async with client:
+        await _check_credentials(client)
+        cache_dir = options.cache_dir
+        try:
+            cache_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        except OSError as exc:
+            raise MountFailed(f"cannot use the cache folder {cache_dir}: {exc.strerror}") \
+                from None
+        started = time.time()
+        async with trio.open_nursery() as nursery:
+            disk = DiskCache(cache_dir, options.disk_cache_size, server=client.base_url)
+            await trio.to_thread.run_sync(disk.scan)
+            cache = ContentCache(client, memory_bytes=options.cache_size, disk=disk,
+                                 nursery=nursery)
+            namespace = Namespace(client, dir_ttl=options.dir_ttl, read_only=options.read_only,
+                                  on_invalidate=invalidate_entry)
+            uploads = UploadEngine(client, namespace, cache, UploadSettings(
+                multipart_threshold=options.multipart_threshold, part_size=options.part_size,
+                concurrency=options.upload_concurrency, expires_after=options.expires_after),
+                cache_dir)
+
+            def status() -> dict[str, object]:
+                return {"pid": os.getpid(), "version": __version__,
+                        "mountpoint": str(options.mountpoint.resolve()),
+                        "server": client.base_url, "read_only": options.read_only,
+                        "started": started, "uploads": uploads.statistics(),
+                        "cache": cache.statistics(), "requests": client.stats.as_dict(),
+                        "open_files": operations.open_handles(),
+                        "problems": list(problems.records)}
+
+            operations = Operations(namespace, cache, uploads,
+                                    owner=Ownership(options.uid, options.gid), status=status)
+            fuse_options = set(pyfuse3.default_options) | {"fsname=openai-fs",
+                                                           "subtype=openai-fs"}
+            if options.read_only:
+                fuse_options.add("ro")
+            if options.allow_other:
+                fuse_options.add("allow_other")
+            try:
+                pyfuse3.init(operations, str(options.mountpoint), fuse_options)
+            except RuntimeError as exc:
+                uploads.close()
+                raise MountFailed(f"cannot mount on {options.mountpoint}: {exc}") from None
+            clean = False
+            try:
+                nursery.start_soon(_stop_on_signal, uploads, options.mountpoint)
+                log.info("openai-fs %s: %s mounted on %s", __version__, client.base_url,
+                         options.mountpoint)
+                readiness.ready()
+                await pyfuse3.main()
+                clean = True
+            finally:
+                nursery.cancel_scope.cancel()
+                pyfuse3.close(unmount=clean)
+                cache.close()
+                uploads.close()
+                log.info("unmounted %s", options.mountpoint)
+    return 0
+
+
+async def _check_credentials(client: FilesClient) -> None:
+    """One listing call: the key, the server and the network, before anything is mounted."""
+    try:
+        await client.list_page(limit=1)
+    except (AuthenticationError, PermissionDeniedError) as exc:
+        raise MountFailed(f"the server refused the API key ({exc.status}: {exc.message})") \
+            from None
+    except APIError as exc:
+        raise MountFailed(f"cannot list files at {client.base_url}: {exc}") from None
+
+
+async def _stop_on_signal(uploads: UploadEngine, mountpoint: Path) -> None:
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async with trio.open_nursery() as nursery:
+            async for signum in signals:
+                if nursery.child_tasks or not uploads.transfers:
+                    # a second signal, or nothing to wait for
+                    pyfuse3.terminate()
+                    return
+                log.info("%s: unmounting %s once %d upload(s) in flight finish (signal again "
+                         "to stop now)", signal.Signals(signum).name, mountpoint,
+                         len(uploads.transfers))
+
+                async def finish_then_stop() -> None:
+                    await uploads.wait_idle()
+                    pyfuse3.terminate()
+
+                nursery.start_soon(finish_then_stop)
+
+
+class DemoServer:
+    """The bundled emulator with sample files, for ``--demo``: lives as long as the mount."""
+
+    def __init__(self, folder: Path, process) -> None:
+        self.folder = folder
+        self._process = process
+        self.base_url = process.base_url
+
+    @classmethod
+    def start(cls) -> DemoServer:
+        from openai_fs.emulator.control import EmulatorProcess
+
+        folder = Path(tempfile.mkdtemp(prefix="openai-fs-demo-"))
+        process = EmulatorProcess(folder / "data", extra_args=["--seed-demo"])
+        try:
+            process.start()
+        except Exception as exc:
+            shutil.rmtree(folder, ignore_errors=True)
+            raise MountFailed(f"cannot start the demo server: {exc}") from None
+        log.info("demo: emulator with sample files at %s (data in %s)", process.base_url, folder)
+        return cls(folder, process)
+
+    def stop(self) -> None:
+        self._process.stop()
+        shutil.rmtree(self.folder, ignore_errors=True)

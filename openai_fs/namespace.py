@@ -1,0 +1,473 @@
+"""The tree the mount shows: purposes as directories, files under readable names, inodes.
+
+Built from ``GET /files?purpose=P`` listings (cached for ``dir_ttl`` seconds) plus what the mount
+itself changed since (files it created, uploaded, deleted or renamed show at once, even before a
+listing confirms them). Knows nothing of FUSE: it hands out :class:`Directory` and
+:class:`FileEntry` objects, and reports names that went away through ``on_invalidate`` so the
+adapter can drop them from the kernel's cache.
+
+Concurrency: everything here runs on the trio loop. Methods without ``await`` are atomic; the
+only awaits are listing and retrieve calls, after which state is re-read, never assumed.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Iterable, Protocol
+
+import trio
+
+from openai_fs import names, purposes
+from openai_fs.api import FileObject, FilesClient, NotFoundError
+
+log = logging.getLogger(__name__)
+
+ROOT_INODE = 1
+BY_ID_INODE = 2
+CONTROL_INODE = 3
+BY_ID_NAME = ".by-id"
+CONTROL_NAME = ".openai-fs-status"
+_FIRST_PURPOSE_INODE = 10
+_FIRST_DYNAMIC_INODE = 1000
+#: how long the mount trusts its own changes over a listing that does not show them yet
+OVERLAY_SECONDS = 300.0
+
+
+class NoSuchEntry(LookupError):
+    """No file or directory of that name or inode."""
+
+
+class LocalContent(Protocol):
+    """What the upload engine keeps for a file being written (see ``uploads.LocalFile``)."""
+
+    @property
+    def size(self) -> int: ...
+
+    @property
+    def mtime(self) -> float: ...
+
+
+@dataclass(eq=False)
+class Directory:
+    inode: int
+    name: str
+    #: the purpose it lists, or None for the root and ``.by-id``
+    purpose: str | None = None
+    writable: bool = False
+    created: float = field(default_factory=time.time)
+
+
+@dataclass(eq=False)
+class PurposeDir(Directory):
+    #: files on the server by id (the listing plus the mount's own recent changes)
+    files: dict[str, FileEntry] = field(default_factory=dict)
+    #: files being created here that have no id yet, by name
+    unsent: dict[str, FileEntry] = field(default_factory=dict)
+    #: name shown -> entry, recomputed after every change
+    by_name: dict[str, FileEntry] = field(default_factory=dict)
+    #: trio clock time of the last listing, None before the first
+    listed_at: float | None = None
+    refresh_lock: trio.Lock = field(default_factory=trio.Lock)
+    #: our own uploads (id -> (file, when)) and deletes (id -> when) that a listing may not show yet
+    recent_adds: dict[str, tuple[FileObject, float]] = field(default_factory=dict)
+    recent_deletes: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def listed_bytes(self) -> int:
+        return sum(entry.file.bytes for entry in self.files.values() if entry.file)
+
+
+@dataclass(eq=False)
+class FileEntry:
+    inode: int
+    directory: PurposeDir
+    #: the file on the server; None while a new file has not been uploaded yet
+    file: FileObject | None = None
+    #: the name shown in ``directory`` (kept by :class:`Namespace`)
+    name: str = ""
+    #: local bytes while the file is being written (set by the upload engine)
+    local: LocalContent | None = None
+    #: times the kernel was told about this inode and has not forgotten yet
+    lookups: int = 0
+    #: gone from the namespace (deleted, replaced away, or no longer listed)
+    removed: bool = False
+    created: float = field(default_factory=time.time)
+
+    @property
+    def purpose(self) -> str:
+        return self.directory.purpose or ""
+
+    @property
+    def size(self) -> int:
+        if self.local is not None:
+            return self.local.size
+        return self.file.bytes if self.file else 0
+
+    @property
+    def mtime(self) -> float:
+        if self.local is not None:
+            return self.local.mtime
+        return float(self.file.created_at) if self.file else self.created
+
+    @property
+    def server_name(self) -> str:
+        """The filename as the server has it (or will have it once uploaded)."""
+        return self.file.filename if self.file else names.decode(self.name)
+
+    @property
+    def writable(self) -> bool:
+        return self.directory.writable
+
+
+Node = Directory | FileEntry
+
+
+class Namespace:
+    """Inodes, directories and names, from listings and the mount's own changes."""
+
+    def __init__(self, client: FilesClient, *, dir_ttl: float = 30.0, read_only: bool = False,
+                 quota: int = purposes.PROJECT_QUOTA_BYTES,
+                 on_invalidate: Callable[[int, str], None] | None = None) -> None:
+        self.client = client
+        self.quota = quota
+        self.dir_ttl = dir_ttl
+        self.read_only = read_only
+        self._on_invalidate = on_invalidate or (lambda parent, name: None)
+        self._nodes: dict[int, Node] = {}
+        self._inode_of_id: dict[str, int] = {}
+        self._next_inode = _FIRST_DYNAMIC_INODE
+        self.root = Directory(ROOT_INODE, "")
+        self.by_id = Directory(BY_ID_INODE, BY_ID_NAME)
+        self._nodes[ROOT_INODE] = self.root
+        self._nodes[BY_ID_INODE] = self.by_id
+        self.purpose_dirs: dict[str, PurposeDir] = {}
+        for offset, purpose in enumerate(purposes.KNOWN_PURPOSES):
+            self._add_purpose_dir(purpose, _FIRST_PURPOSE_INODE + offset)
+        #: the unfiltered listing (all purposes), for the root, ``.by-id`` and ``statfs``
+        self._all_listed_at: float | None = None
+        self._all_lock = trio.Lock()
+        self._all_ids: set[str] = set()
+        self.total_listed_bytes = 0
+
+    # ---------------------------------------------------------------- access
+
+    def node(self, inode: int) -> Node:
+        try:
+            return self._nodes[inode]
+        except KeyError:
+            raise NoSuchEntry(inode) from None
+
+    def entry_for_id(self, file_id: str) -> FileEntry | None:
+        inode = self._inode_of_id.get(file_id)
+        node = self._nodes.get(inode) if inode is not None else None
+        return node if isinstance(node, FileEntry) else None
+
+    def entries(self) -> Iterable[FileEntry]:
+        return (node for node in self._nodes.values() if isinstance(node, FileEntry))
+
+    async def lookup(self, parent: int, name: str) -> Node:
+        directory = self.node(parent)
+        if directory is self.root:
+            return await self._lookup_root(name)
+        if directory is self.by_id:
+            return await self.resolve_id(name)
+        if isinstance(directory, PurposeDir):
+            if not self._fresh(directory.listed_at):
+                await self.refresh(directory)
+            try:
+                return directory.by_name[name]
+            except KeyError:
+                raise NoSuchEntry(name) from None
+        raise NoSuchEntry(name)
+
+    async def list_directory(self, inode: int) -> list[tuple[str, Node]]:
+        """Every ``(name, node)`` of a directory, sorted by inode (a stable readdir order)."""
+        directory = self.node(inode)
+        if directory is self.root:
+            await self.refresh_all(only_if_stale=True)
+            children: list[tuple[str, Node]] = [(BY_ID_NAME, self.by_id)]
+            children += [(d.name, d) for d in self.purpose_dirs.values()]
+        elif directory is self.by_id:
+            await self.refresh_all(only_if_stale=True)
+            children = [(entry.file.id, entry) for entry in self.entries()
+                        if entry.file and not entry.removed]
+        elif isinstance(directory, PurposeDir):
+            if not self._fresh(directory.listed_at):
+                await self.refresh(directory)
+            children = list(directory.by_name.items())
+        else:
+            raise NoSuchEntry(inode)
+        children.sort(key=lambda child: child[1].inode)
+        return children
+
+    async def resolve_id(self, file_id: str) -> FileEntry:
+        """A file by id: from memory when known, else with one ``GET /files/{id}``."""
+        entry = self.entry_for_id(file_id)
+        if entry is not None and not entry.removed:
+            return entry
+        try:
+            found = await self.client.retrieve(file_id)
+        except NotFoundError:
+            raise NoSuchEntry(file_id) from None
+        directory = self.purpose_dir(found.purpose)
+        entry = self._server_entry(directory, found)
+        self._rename_all(directory)
+        return entry
+
+    def purpose_dir(self, purpose: str) -> PurposeDir:
+        directory = self.purpose_dirs.get(purpose)
+        if directory is None:
+            log.info("the server reports files of purpose %r; showing them read-only", purpose)
+            directory = self._add_purpose_dir(purpose, self._new_inode())
+        return directory
+
+    # -------------------------------------------------------------- listings
+
+    def _fresh(self, stamp: float | None) -> bool:
+        return stamp is not None and trio.current_time() - stamp < self.dir_ttl
+
+    async def refresh(self, directory: PurposeDir, *, force: bool = False) -> None:
+        """List the purpose again (every page), unless another task just did."""
+        requested = trio.current_time()
+        async with directory.refresh_lock:
+            if directory.listed_at is not None and (
+                    directory.listed_at >= requested or (not force and self._fresh(
+                        directory.listed_at))):
+                return          # a listing that started after our request already finished
+            started = trio.current_time()
+            files: list[FileObject] = []
+            async for page in self.client.list_files(purpose=directory.purpose,
+                                                     limit=purposes.MAX_LIST_LIMIT):
+                files.extend(page.files)
+            self._apply_listing(directory, files)
+            directory.listed_at = started
+
+    async def refresh_all(self, *, only_if_stale: bool = False) -> None:
+        """The unfiltered listing: finds purposes we do not know and the bytes used."""
+        async with self._all_lock:
+            if only_if_stale and self._fresh(self._all_listed_at):
+                return
+            started = trio.current_time()
+            files = await self.client.list_all(limit=purposes.MAX_LIST_LIMIT)
+            by_purpose: dict[str, list[FileObject]] = {}
+            for found in files:
+                by_purpose.setdefault(found.purpose, []).append(found)
+            for purpose, group in by_purpose.items():
+                directory = self.purpose_dir(purpose)
+                for found in group:
+                    if found.id not in directory.files and found.id not in \
+                            directory.recent_deletes:
+                        self._server_entry(directory, found)
+                self._rename_all(directory)
+            self._all_ids = {found.id for found in files}
+            self.total_listed_bytes = sum(found.bytes for found in files)
+            self._all_listed_at = started
+
+    def _apply_listing(self, directory: PurposeDir, listed: list[FileObject]) -> None:
+        now = trio.current_time()
+        current = {found.id: found for found in listed}
+        # the mount's own recent changes win over a listing that does not show them yet
+        for file_id, (found, when) in list(directory.recent_adds.items()):
+            if file_id in current or now - when > OVERLAY_SECONDS:
+                del directory.recent_adds[file_id]
+            else:
+                current[file_id] = found
+        for file_id, when in list(directory.recent_deletes.items()):
+            if file_id not in current or now - when > OVERLAY_SECONDS:
+                directory.recent_deletes.pop(file_id, None)
+            else:
+                current.pop(file_id, None)
+        for file_id, entry in list(directory.files.items()):
+            if file_id not in current and entry.local is None:
+                log.debug("%s/%s (%s) is gone from the server", directory.name, entry.name,
+                          file_id)
+                self._drop(entry)
+        for found in current.values():
+            if found.id not in directory.files:
+                self._server_entry(directory, found)
+        self._rename_all(directory)
+
+    # ------------------------------------------------------------- mutations
+
+    def check_new_name(self, directory: PurposeDir, name: str) -> None:
+        if name in directory.by_name:
+            raise FileExistsError(name)
+
+    def add_unsent(self, directory: PurposeDir, name: str, local: LocalContent) -> FileEntry:
+        """A new file, created here and not uploaded yet."""
+        self.check_new_name(directory, name)
+        entry = FileEntry(self._new_inode(), directory, name=name, local=local)
+        self._nodes[entry.inode] = entry
+        directory.unsent[name] = entry
+        self._rename_all(directory)
+        return entry
+
+    def uploaded(self, entry: FileEntry, new: FileObject) -> FileObject | None:
+        """``entry`` now is the server file ``new``; returns the file it replaced, if any
+        (which the caller deletes)."""
+        directory = entry.directory
+        old = entry.file
+        if old is not None:
+            directory.files.pop(old.id, None)
+            self._inode_of_id.pop(old.id, None)
+        directory.unsent.pop(entry.name, None)
+        entry.file = new
+        directory.files[new.id] = entry
+        self._inode_of_id[new.id] = entry.inode
+        directory.recent_adds[new.id] = (new, trio.current_time())
+        if old is not None:
+            directory.recent_deletes[old.id] = trio.current_time()
+        self.total_listed_bytes += new.bytes - (old.bytes if old else 0)
+        self._rename_all(directory)
+        return old
+
+    def removed(self, entry: FileEntry) -> None:
+        """The file left the namespace (deleted by us, or discarded before upload)."""
+        directory = entry.directory
+        if entry.file is not None:
+            directory.recent_deletes[entry.file.id] = trio.current_time()
+            directory.recent_adds.pop(entry.file.id, None)
+            self.total_listed_bytes -= entry.file.bytes
+        self._drop(entry, notify=False)
+        self._rename_all(directory, notify=False)
+
+    def rename_unsent(self, entry: FileEntry, target: PurposeDir, name: str) -> None:
+        """Rename a file that is not on the server yet: only the namespace changes."""
+        source = entry.directory
+        source.unsent.pop(entry.name, None)
+        entry.directory = target
+        entry.name = name
+        target.unsent[name] = entry
+        self._rename_all(source, notify=False)
+        if target is not source:
+            self._rename_all(target, notify=False)
+
+    def moved(self, entry: FileEntry, target: PurposeDir, new: FileObject) -> None:
+        """An uploaded file now lives in ``target`` as the server file ``new`` (a re-upload under
+        another name or purpose); the inode stays the same so open handles keep working."""
+        source = entry.directory
+        now = trio.current_time()
+        old = entry.file
+        if old is not None:
+            if source.files.get(old.id) is entry:
+                del source.files[old.id]
+            self._inode_of_id.pop(old.id, None)
+            source.recent_adds.pop(old.id, None)
+            source.recent_deletes[old.id] = now
+        if source.unsent.get(entry.name) is entry:
+            del source.unsent[entry.name]
+        entry.directory = target
+        entry.file = new
+        target.files[new.id] = entry
+        self._inode_of_id[new.id] = entry.inode
+        target.recent_adds[new.id] = (new, now)
+        self._rename_all(source, notify=False)
+        if target is not source:
+            self._rename_all(target, notify=False)
+
+    def refresh_names(self, directory: PurposeDir) -> None:
+        self._rename_all(directory)
+
+    def forget(self, inode: int, count: int) -> None:
+        node = self._nodes.get(inode)
+        if isinstance(node, FileEntry):
+            node.lookups = max(0, node.lookups - count)
+            if node.removed and node.lookups == 0:
+                del self._nodes[inode]
+
+    def remember(self, node: Node) -> None:
+        """The kernel was given this node (lookup, create, readdirplus)."""
+        if isinstance(node, FileEntry):
+            node.lookups += 1
+
+    # -------------------------------------------------------------- helpers
+
+    async def _lookup_root(self, name: str) -> Node:
+        if name == BY_ID_NAME:
+            return self.by_id
+        directory = self.purpose_dirs.get(name)
+        if directory is None:
+            # maybe a purpose we have not seen yet
+            await self.refresh_all(only_if_stale=True)
+            directory = self.purpose_dirs.get(name)
+        if directory is None:
+            raise NoSuchEntry(name)
+        return directory
+
+    def _add_purpose_dir(self, purpose: str, inode: int) -> PurposeDir:
+        directory = PurposeDir(inode, purpose, purpose=purpose,
+                               writable=purposes.is_uploadable(purpose) and not self.read_only)
+        self.purpose_dirs[purpose] = directory
+        self._nodes[inode] = directory
+        return directory
+
+    def _new_inode(self) -> int:
+        inode = self._next_inode
+        self._next_inode += 1
+        return inode
+
+    def _server_entry(self, directory: PurposeDir, found: FileObject) -> FileEntry:
+        inode = self._inode_of_id.get(found.id)
+        node = self._nodes.get(inode) if inode is not None else None
+        if isinstance(node, FileEntry) and not node.removed:
+            entry = node
+            if entry.directory is not directory:
+                entry.directory.files.pop(found.id, None)
+                entry.directory = directory
+        else:
+            if inode is None:
+                inode = self._inode_of_id[found.id] = self._new_inode()
+            entry = FileEntry(inode, directory, file=found)
+            self._nodes[inode] = entry
+        directory.files[found.id] = entry
+        return entry
+
+    def _drop(self, entry: FileEntry, *, notify: bool = True) -> None:
+        directory = entry.directory
+        if entry.file is not None and directory.files.get(entry.file.id) is entry:
+            del directory.files[entry.file.id]
+        if directory.unsent.get(entry.name) is entry:
+            del directory.unsent[entry.name]
+        entry.removed = True
+        if notify and entry.name:
+            self._on_invalidate(directory.inode, entry.name)
+            if entry.file is not None:
+                self._on_invalidate(BY_ID_INODE, entry.file.id)
+        if entry.lookups == 0:
+            self._nodes.pop(entry.inode, None)
+
+    def _rename_all(self, directory: PurposeDir, *, notify: bool = True) -> None:
+        """Give every file of the directory its name (see docs/SEMANTICS.md "Names").
+
+        A file shows under its (encoded) server name when no other file of the directory
+        claims that name and it fits; otherwise every claimant shows as ``stem (id).ext``.
+        Files being created keep the name they were created with.
+        """
+        taken = set(directory.unsent)
+        wanted: dict[FileEntry, str] = {}
+        for entry in sorted(directory.files.values(), key=lambda e: e.inode):
+            wanted[entry] = names.encode(entry.file.filename) if entry.file else entry.name
+        for _round in range(3):
+            claims: dict[str, list[FileEntry]] = {}
+            for entry, name in wanted.items():
+                claims.setdefault(name, []).append(entry)
+            clashes = [name for name, group in claims.items()
+                       if len(group) > 1 or name in taken or not names.fits(name)]
+            if not clashes:
+                break
+            for name in clashes:
+                for entry in claims[name]:
+                    wanted[entry] = names.with_id(name, entry.file.id if entry.file else "")
+        by_name = {name: entry for name, entry in directory.unsent.items()}
+        for entry, name in wanted.items():
+            by_name.setdefault(name, entry)
+        old = directory.by_name
+        for name, entry in by_name.items():
+            entry.name = name
+        directory.by_name = by_name
+        if notify:
+            for name, entry in old.items():
+                if by_name.get(name) is not entry:
+                    self._on_invalidate(directory.inode, name)

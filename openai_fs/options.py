@@ -1,0 +1,214 @@
+"""Mount options: command-line flags, ``-o name=value,...`` (for mount(8) and fstab), sizes.
+
+Every option exists once, in :data:`OPTIONS`; the parser and the ``-o`` reader both come from
+that table, so the two spellings cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from openai_fs import purposes
+
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(i?b?)\s*$", re.IGNORECASE)
+_UNITS = {"": 1, "k": 1024, "m": 1024 ** 2, "g": 1024 ** 3, "t": 1024 ** 4}
+#: mount(8) options that mean nothing to us (accepted so fstab lines work)
+_IGNORED = {"rw", "dev", "nodev", "suid", "nosuid", "exec", "noexec", "auto", "noauto",
+            "user", "nouser", "users", "_netdev", "defaults", "async", "atime", "noatime",
+            "relatime", "nofail"}
+
+
+class OptionError(ValueError):
+    """A bad option value; its text is shown to the user as is."""
+
+
+def parse_size(text: str) -> int:
+    """``512``, ``64K``, ``1.5G``, ``256MiB`` -> bytes (binary units)."""
+    match = _SIZE.match(str(text))
+    if not match:
+        raise OptionError(f"not a size: {text!r} (use a number with an optional K, M, G or T)")
+    number, unit, _ = match.groups()
+    return int(float(number) * _UNITS[unit.lower()])
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise OptionError(f"not a number of seconds: {text!r}") from None
+    if value < 0:
+        raise OptionError(f"seconds cannot be negative: {text!r}")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise OptionError(f"not a whole number: {text!r}") from None
+    if value < 1:
+        raise OptionError(f"must be at least 1: {text!r}")
+    return value
+
+
+def _whole(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise OptionError(f"not a whole number: {text!r}") from None
+
+
+@dataclass(frozen=True)
+class Option:
+    name: str                       # attribute and -o name (dashes in the flag)
+    help: str
+    convert: Callable[[str], Any] | None = None   # None: a switch
+    metavar: str | None = None
+    short: str | None = None
+
+
+OPTIONS: tuple[Option, ...] = (
+    Option("foreground", "stay in the foreground (default: run in the background once the "
+                         "mount is live)", short="-f"),
+    Option("read_only", "refuse every change (uploads, deletes, moves)"),
+    Option("allow_other", "let other users use the mount (needs user_allow_other in "
+                          "/etc/fuse.conf unless run by root)"),
+    Option("uid", "owner shown for every file (default: you)", _whole, "UID"),
+    Option("gid", "group shown for every file (default: your group)", _whole, "GID"),
+    Option("cache_size", "memory for cached content (default 256M)", parse_size, "SIZE"),
+    Option("cache_dir", "folder for the disk cache, spool files and unsent bytes "
+                        "(default ~/.cache/openai-fs)", Path, "DIR"),
+    Option("disk_cache_size", "disk space for cached content (default 4G; 0 turns the disk "
+                              "cache off)", parse_size, "SIZE"),
+    Option("dir_ttl", "seconds a directory listing is trusted before it is fetched again "
+                      "(default 30)", _seconds, "SECONDS"),
+    Option("multipart_threshold", "files larger than this are sent with the Uploads API in "
+                                  "parallel parts (default 64M)", parse_size, "SIZE"),
+    Option("part_size", "size of one Uploads API part, at most 64M (default 16M)",
+           parse_size, "SIZE"),
+    Option("upload_concurrency", "parts in flight at once per upload (default 4)",
+           _positive_int, "N"),
+    Option("expires_after", "new uploads expire this many seconds after creation "
+                            "(3600..2592000; default: the API's policy)", _whole, "SECONDS"),
+    Option("api_key_file", "read the API key from FILE (must not be readable by others) "
+                           "instead of OPENAI_API_KEY", Path, "FILE"),
+    Option("timeout", "seconds to wait for the server before a request counts as failed "
+                      "(default 60)", _seconds, "SECONDS"),
+    Option("retries", "times a failed request is retried (default 5)", _whole, "N"),
+    Option("log_file", "write the log here (default: stderr with -f, else "
+                       "~/.local/state/openai-fs/mount.log)", Path, "FILE"),
+    Option("debug", "log every request and FUSE operation"),
+)
+_BY_NAME = {option.name: option for option in OPTIONS}
+
+
+@dataclass
+class MountOptions:
+    mountpoint: Path
+    demo: bool = False
+    foreground: bool = False
+    read_only: bool = False
+    allow_other: bool = False
+    uid: int = field(default_factory=os.getuid)
+    gid: int = field(default_factory=os.getgid)
+    cache_size: int = 256 * purposes.MiB
+    cache_dir: Path = field(default_factory=lambda: _xdg("XDG_CACHE_HOME", ".cache"))
+    disk_cache_size: int = 4 * purposes.GiB
+    dir_ttl: float = 30.0
+    multipart_threshold: int = 64 * purposes.MiB
+    part_size: int = 16 * purposes.MiB
+    upload_concurrency: int = 4
+    expires_after: int | None = None
+    api_key_file: Path | None = None
+    timeout: float = 60.0
+    retries: int = 5
+    log_file: Path | None = None
+    debug: bool = False
+
+    def validate(self) -> MountOptions:
+        if not 1 <= self.part_size <= purposes.MAX_PART_BYTES:
+            raise OptionError(f"--part-size must be between 1 byte and "
+                              f"{purposes.MAX_PART_BYTES // purposes.MiB}M (the API's limit)")
+        if self.expires_after is not None and not (
+                purposes.MIN_EXPIRES_AFTER <= self.expires_after <= purposes.MAX_EXPIRES_AFTER):
+            raise OptionError("--expires-after must be between 3600 (1 hour) and 2592000 "
+                              "(30 days) seconds")
+        if self.retries < 0:
+            raise OptionError("--retries cannot be negative")
+        return self
+
+    @property
+    def default_log_file(self) -> Path:
+        return _xdg("XDG_STATE_HOME", ".local/state") / "mount.log"
+
+
+def _xdg(variable: str, fallback: str) -> Path:
+    base = os.environ.get(variable) or str(Path.home() / fallback)
+    return Path(base) / "openai-fs"
+
+
+def add_mount_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("mountpoint", type=Path, help="an empty directory to mount on")
+    parser.add_argument("--demo", action="store_true",
+                        help="start the bundled emulator with sample files in every purpose "
+                             "and mount it: no API key, no network")
+    parser.add_argument("-o", dest="mount_options", action="append", default=[],
+                        metavar="NAME[=VALUE],...",
+                        help="any option below as name=value (dashes or underscores), plus "
+                             "ro; for mount(8) and /etc/fstab")
+    for option in OPTIONS:
+        flags = [f"--{option.name.replace('_', '-')}"]
+        if option.short:
+            flags.insert(0, option.short)
+        if option.convert is None:
+            parser.add_argument(*flags, dest=option.name, action="store_true", default=None,
+                                help=option.help)
+        else:
+            parser.add_argument(*flags, dest=option.name, type=_argparse_type(option),
+                                default=None, metavar=option.metavar, help=option.help)
+
+
+def _argparse_type(option: Option) -> Callable[[str], Any]:
+    def convert(text: str) -> Any:
+        try:
+            return option.convert(text)  # type: ignore[misc]
+        except OptionError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+    convert.__name__ = option.name.replace("_", "-")
+    return convert
+
+
+def from_arguments(args: argparse.Namespace) -> MountOptions:
+    """Options from flags, ``-o`` lists and defaults; flags win over ``-o``."""
+    chosen: dict[str, Any] = {}
+    for group in args.mount_options:
+        for item in filter(None, (part.strip() for part in group.split(","))):
+            name, has_value, value = item.partition("=")
+            key = name.strip().replace("-", "_")
+            if key == "ro":
+                chosen["read_only"] = True
+                continue
+            if key in _IGNORED:
+                continue
+            option = _BY_NAME.get(key)
+            if option is None:
+                raise OptionError(f"unknown mount option -o {name}")
+            if option.convert is None:
+                if has_value and value.lower() not in ("1", "true", "yes", "on"):
+                    continue
+                chosen[key] = True
+            else:
+                if not has_value:
+                    raise OptionError(f"-o {name} needs a value: -o {name}=VALUE")
+                chosen[key] = option.convert(value)
+    for option in OPTIONS:
+        value = getattr(args, option.name, None)
+        if value is not None:
+            chosen[option.name] = value
+    return MountOptions(mountpoint=args.mountpoint, demo=bool(getattr(args, "demo", False)),
+                        **chosen).validate()

@@ -1,0 +1,96 @@
+"""``openai-fs unmount``: wait for uploads in flight, then unmount and wait for the mount
+process to finish. Nothing whose ``close()`` already succeeded can be lost by unmounting;
+this command also spares the uploads that are still running."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from openai_fs.status import StatusError, describe_transfer, read_status
+
+DESCRIPTION = """\
+Unmount MOUNTPOINT once the uploads in flight there have finished (their progress is shown
+while it waits), then wait for the mount process to exit. --lazy detaches the mount even
+while programs still use it.
+"""
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("mountpoint", type=Path, help="where openai-fs is mounted")
+    parser.add_argument("--lazy", action="store_true",
+                        help="detach now even if files are open (fusermount3 -u -z)")
+    parser.add_argument("--timeout", type=float, default=None, metavar="SECONDS",
+                        help="give up waiting for uploads after this long (default: wait)")
+
+
+def run(args) -> int:
+    mountpoint: Path = args.mountpoint
+    try:
+        status = read_status(mountpoint)
+    except StatusError as exc:
+        print(f"openai-fs unmount: {exc}", file=sys.stderr)
+        return 1
+    pid = int(status["pid"])
+    deadline = None if args.timeout is None else time.monotonic() + args.timeout
+    for attempt in range(20):
+        if not _wait_for_uploads(mountpoint, status, deadline):
+            print(f"openai-fs unmount: uploads still running after {args.timeout} s; "
+                  "not unmounting", file=sys.stderr)
+            return 1
+        command = ["fusermount3", "-u"] + (["-z"] if args.lazy else []) + [str(mountpoint)]
+        result = subprocess.run(command, capture_output=True, text=True)
+        if result.returncode == 0:
+            break
+        try:
+            status = read_status(mountpoint)
+        except StatusError:
+            status = {"uploads": {}}
+        if status.get("uploads", {}).get("in_flight"):
+            continue            # an upload started meanwhile: wait for it too
+        message = result.stderr.strip() or f"fusermount3 exited with {result.returncode}"
+        hint = " (files are open there; close them, or use --lazy)" if "busy" in message else ""
+        print(f"openai-fs unmount: {message}{hint}", file=sys.stderr)
+        return 1
+    return 0 if _wait_for_exit(pid) else 1
+
+
+def _wait_for_uploads(mountpoint: Path, status: dict, deadline: float | None) -> bool:
+    shown = False
+    while status.get("uploads", {}).get("in_flight"):
+        transfers = status["uploads"]["in_flight"]
+        line = f"waiting for {len(transfers)} upload(s): " + "; ".join(
+            describe_transfer(t) for t in transfers)
+        if sys.stderr.isatty():
+            print("\r\033[K" + line[:200], end="", file=sys.stderr, flush=True)
+        elif not shown:
+            print(line, file=sys.stderr, flush=True)
+        shown = True
+        if deadline is not None and time.monotonic() > deadline:
+            return False
+        time.sleep(0.5)
+        try:
+            status = read_status(mountpoint)
+        except StatusError:
+            break
+    if shown and sys.stderr.isatty():
+        print(file=sys.stderr)
+    return True
+
+
+def _wait_for_exit(pid: int, timeout: float = 60.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        except PermissionError:
+            return True       # not ours to watch; the unmount itself succeeded
+        time.sleep(0.1)
+    print(f"openai-fs unmount: unmounted, but the mount process {pid} is still running",
+          file=sys.stderr)
+    return False

@@ -1,0 +1,484 @@
+"""Writing files: spool files, rule checks, uploads, replacing, deleting and moving.
+
+Bytes written through the mount go to a local *spool file* (never memory), so seeks, rewrites,
+truncation and sparse writes work while a file is open. When a writer closes (the first
+``flush`` with unsent changes, or ``fsync``), :meth:`UploadEngine.commit` uploads the spool:
+``POST /files`` below ``--multipart-threshold``, the Uploads API (parallel parts) above it.
+``close()`` returns only once the server has the file. If the upload fails, the bytes are kept
+in ``<cache-dir>/unsent/`` and the failure is logged with the server's message and shown by
+``openai-fs status``; nothing is ever dropped silently.
+
+The spool folder of a running mount is locked; a later mount finds the folders of mounts that
+died, moves their files to ``unsent/`` and says so in its log.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import json
+import logging
+import mimetypes
+import os
+import re
+import secrets
+import shutil
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import trio
+
+from openai_fs import names, purposes
+from openai_fs.api import APIError, ExpiresAfter, FileObject, FilesClient, NotFoundError
+from openai_fs.cache import ContentCache
+from openai_fs.errors import FSError, RuleViolation, UploadFailed, errno_for
+from openai_fs.namespace import FileEntry, Namespace, PurposeDir
+
+log = logging.getLogger(__name__)
+
+#: characters that httpx cannot carry unchanged in a multipart filename (it percent-encodes
+#: them), so such files go through the Uploads API, whose filename travels in JSON
+_MULTIPART_UNSAFE = re.compile(r'["\\\x00-\x1f\x7f]')
+#: how many failed uploads ``status`` remembers
+FAILURES_KEPT = 20
+
+
+@dataclass
+class UploadSettings:
+    multipart_threshold: int = 64 * purposes.MiB
+    part_size: int = 16 * purposes.MiB
+    concurrency: int = 4
+    expires_after: int | None = None
+
+
+@dataclass(eq=False)
+class LocalFile:
+    """The bytes of one file being written, in a spool file."""
+
+    path: Path
+    fd: int
+    purpose: str
+    size: int = 0
+    mtime: float = field(default_factory=time.time)
+    #: changed since the last upload, or never uploaded
+    dirty: bool = True
+    #: why this file will not be uploaded (a rule it broke, a full spool disk, a failed upload)
+    failure: FSError | None = None
+    #: unlinked before it was uploaded: never upload it
+    discarded: bool = False
+    #: open handles using it
+    handles: int = 0
+    lock: trio.Lock = field(default_factory=trio.Lock)
+
+    def check_size(self, end: int) -> None:
+        limit = purposes.max_file_bytes(self.purpose)
+        if end > limit:
+            self.failure = RuleViolation(errno.EFBIG, purposes.size_problem(self.purpose, end)
+                                         or "file too large")
+            raise self.failure
+
+    def write(self, offset: int, data: bytes) -> int:
+        if self.failure is not None:
+            raise self.failure
+        self.check_size(offset + len(data))
+        try:
+            written = os.pwrite(self.fd, data, offset)
+        except OSError as exc:
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                self.failure = FSError(exc.errno, f"the spool disk is full ({self.path.parent}); "
+                                                  "the file will not be uploaded")
+                raise self.failure from None
+            raise
+        self.size = max(self.size, offset + written)
+        self.mtime = time.time()
+        self.dirty = True
+        return written
+
+    def truncate(self, size: int) -> None:
+        if self.failure is not None:
+            raise self.failure
+        self.check_size(size)
+        os.ftruncate(self.fd, size)
+        self.size = size
+        self.mtime = time.time()
+        self.dirty = True
+
+    def read(self, offset: int, size: int) -> bytes:
+        return os.pread(self.fd, size, offset)
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+
+@dataclass(eq=False)
+class Transfer:
+    """An upload in flight, for ``openai-fs status`` and ``openai-fs unmount``."""
+
+    path: str
+    total: int
+    method: str
+    sent: int = 0
+    started: float = field(default_factory=time.time)
+
+    def advance(self, count: int) -> None:
+        self.sent = max(0, self.sent + count)
+
+    def as_dict(self) -> dict[str, object]:
+        elapsed = max(time.time() - self.started, 1e-6)
+        return {"path": self.path, "bytes_sent": self.sent, "bytes_total": self.total,
+                "method": self.method, "seconds": round(elapsed, 1),
+                "bytes_per_second": int(self.sent / elapsed)}
+
+
+class UploadEngine:
+    """Turns local writes into server files, and deletes and moves server files."""
+
+    def __init__(self, client: FilesClient, namespace: Namespace, cache: ContentCache,
+                 settings: UploadSettings, cache_dir: Path) -> None:
+        self.client = client
+        self.namespace = namespace
+        self.cache = cache
+        self.settings = settings
+        self.unsent_dir = cache_dir / "unsent"
+        spool_root = cache_dir / "spool"
+        spool_root.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self._recover_dead_spools(spool_root)
+        self.spool_dir = spool_root / f"mount-{os.getpid()}-{secrets.token_hex(3)}"
+        self.spool_dir.mkdir(mode=0o700)
+        self._lock_fd = os.open(self.spool_dir / ".lock", os.O_CREAT | os.O_RDWR | os.O_CLOEXEC,
+                                0o600)
+        fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        self.transfers: set[Transfer] = set()
+        self.failures: deque[dict[str, object]] = deque(maxlen=FAILURES_KEPT)
+        self.completed = 0
+        self._idle = trio.Event()
+        self._idle.set()
+
+    # --------------------------------------------------------------- spools
+
+    def check_new_file(self, directory: PurposeDir, name: str) -> None:
+        """Refuse a new file that could never be uploaded, before any byte is written."""
+        if not directory.writable:
+            raise _not_writable(directory)
+        filename = _server_filename(name)
+        problem = purposes.filename_problem(directory.purpose or "", filename)
+        if problem:
+            raise RuleViolation(errno.EINVAL, f"{directory.name}/{name}: refused, {problem}")
+        if _MULTIPART_UNSAFE.search(filename) and \
+                directory.purpose not in purposes.UPLOADS_API_PURPOSES:
+            raise RuleViolation(errno.EINVAL, f"{directory.name}/{name}: refused, a name with "
+                                              "quotes, backslashes or control characters "
+                                              "cannot be uploaded unchanged for this purpose")
+
+    def new_local(self, directory: PurposeDir, name: str) -> LocalFile:
+        path = self.spool_dir / secrets.token_hex(8)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        # the sidecar lets a later mount say what a dead mount's spool file was
+        (path.with_suffix(".json")).write_text(json.dumps(
+            {"purpose": directory.purpose, "name": name, "created": time.time()}))
+        return LocalFile(path, fd, directory.purpose or "")
+
+    async def load_existing(self, entry: FileEntry) -> LocalFile:
+        """A spool file holding the current content of a server file (to modify it in place)."""
+        assert entry.file is not None
+        local = self.new_local(entry.directory, entry.name)
+        try:
+            at = 0
+            async for _, chunk in self.client.stream_content(entry.file.id):
+                await trio.to_thread.run_sync(os.pwrite, local.fd, chunk, at)
+                at += len(chunk)
+        except BaseException:
+            self.release_local(local)
+            raise
+        local.size = at
+        local.dirty = False
+        return local
+
+    def release_local(self, local: LocalFile, entry: FileEntry | None = None) -> None:
+        """The last handle of a spool file closed: keep its bytes in the content cache when they
+        are a server file's content, otherwise remove them (unsent bytes were moved away)."""
+        local.close()
+        sidecar = local.path.with_suffix(".json")
+        kept = (entry is not None and entry.file is not None and not local.dirty
+                and local.failure is None and not local.discarded
+                and local.path.parent == self.spool_dir
+                and self.cache.adopt(entry.file, local.path))
+        if not kept and local.path.parent == self.spool_dir:
+            local.path.unlink(missing_ok=True)
+        sidecar.unlink(missing_ok=True)
+
+    # --------------------------------------------------------------- commit
+
+    async def commit(self, entry: FileEntry, local: LocalFile) -> None:
+        """Upload the spool of ``entry`` if it changed; raises FSError when that fails."""
+        async with local.lock:
+            if local.failure is not None:
+                raise local.failure
+            if not local.dirty or local.discarded or entry.removed and entry.local is not local:
+                return
+            purpose = entry.purpose
+            filename = entry.server_name
+            where = f"{entry.directory.name}/{entry.name}"
+            problem = (purposes.filename_problem(purpose, filename)
+                       or purposes.size_problem(purpose, local.size))
+            if problem:
+                local.failure = RuleViolation(errno.EINVAL if "jsonl" in problem
+                                              else errno.EFBIG, f"{where}: refused, {problem}")
+                raise local.failure
+            try:
+                uploaded = await self._upload(where, filename, purpose, local.path, local.size)
+            except (APIError, OSError) as exc:
+                raise self._failed(entry, local, where, exc) from None
+            local.dirty = False
+            replaced = self.namespace.uploaded(entry, uploaded)
+            self.completed += 1
+            log.info("uploaded %s as %s (%d bytes)", where, uploaded.id, uploaded.bytes)
+        if replaced is not None:
+            await self._delete_replaced(where, replaced)
+
+    async def _upload(self, where: str, filename: str, purpose: str, path: Path,
+                      size: int) -> FileObject:
+        expires = (ExpiresAfter(self.settings.expires_after)
+                   if self.settings.expires_after else None)
+        mime = _mime_type(filename)
+        in_parts = purpose in purposes.UPLOADS_API_PURPOSES and (
+            size > self.settings.multipart_threshold or size > purposes.MAX_POST_FILE_BYTES
+            or _MULTIPART_UNSAFE.search(filename) is not None)
+        transfer = Transfer(where, size, "uploads-api" if in_parts else "post-files")
+        self._started(transfer)
+        try:
+            if in_parts:
+                return await self.client.upload_in_parts(
+                    filename, purpose, path, part_size=self.settings.part_size,
+                    concurrency=self.settings.concurrency, mime_type=mime,
+                    expires_after=expires, progress=transfer.advance)
+            return await self.client.create_file(filename, purpose, path, mime_type=mime,
+                                                 expires_after=expires,
+                                                 progress=transfer.advance)
+        finally:
+            self._finished(transfer)
+
+    def _failed(self, entry: FileEntry, local: LocalFile, where: str,
+                exc: BaseException) -> UploadFailed:
+        """Keep the bytes that did not reach the server, and say where they are."""
+        saved = self._keep_unsent(local, entry)
+        reason = str(exc)
+        failure = UploadFailed(errno_for(exc), f"upload of {where} failed: {reason}; "
+                                               f"the bytes are kept in {saved}",
+                               level=logging.ERROR)
+        local.failure = failure
+        self.failures.append({"path": where, "reason": reason, "kept_in": str(saved),
+                              "time": time.time()})
+        if entry.local is local:
+            entry.local = None
+            if entry.file is None:          # a new file: it is not on the server
+                self.namespace.removed(entry)
+            else:                           # a replacement: the name holds the old file
+                self.namespace.refresh_names(entry.directory)
+        return failure
+
+    def _keep_unsent(self, local: LocalFile, entry: FileEntry) -> Path:
+        self.unsent_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        safe = entry.name.replace("/", "_")[:200]
+        target = self.unsent_dir / f"{stamp}-{entry.purpose}-{safe}"
+        counter = 1
+        while target.exists():
+            counter += 1
+            target = self.unsent_dir / f"{stamp}-{entry.purpose}-{counter}-{safe}"
+        os.replace(local.path, target)
+        local.path.with_suffix(".json").unlink(missing_ok=True)
+        local.path = target
+        return target
+
+    async def _delete_replaced(self, where: str, old: FileObject) -> None:
+        try:
+            await self.client.delete(old.id)
+        except NotFoundError:
+            pass
+        except APIError as exc:
+            log.warning("%s now holds the new upload, but the file it replaced (%s) could not "
+                        "be deleted: %s", where, old.id, exc)
+            self.failures.append({"path": where, "reason": f"delete of replaced {old.id}: {exc}",
+                                  "time": time.time()})
+        self.cache.discard(old.id)
+
+    # ----------------------------------------------------- delete and move
+
+    async def delete(self, entry: FileEntry) -> None:
+        """``rm``: delete the server file (and drop any unsent bytes)."""
+        if not entry.directory.writable:
+            raise _not_writable(entry.directory)
+        if entry.local is not None:
+            entry.local.discarded = True
+        if entry.file is None:
+            self.namespace.removed(entry)
+            return
+        file = entry.file
+        if self.cache.disk.is_pinned(file.id):
+            # an open handle must go on reading what it opened: keep a copy first
+            await self.cache.fetch_whole(file)
+        try:
+            await self.client.delete(file.id)
+        except NotFoundError:
+            self.namespace.removed(entry)
+            self.cache.discard(file.id)
+            raise FSError(errno.ENOENT, f"{entry.directory.name}/{entry.name} was already "
+                                        "deleted on the server", level=logging.INFO) from None
+        self.namespace.removed(entry)
+        self.cache.discard(file.id)
+        log.info("deleted %s/%s (%s)", entry.directory.name, entry.name, file.id)
+
+    async def move(self, entry: FileEntry, target: PurposeDir, name: str,
+                   replaced: FileEntry | None) -> None:
+        """``mv``: the file ends under ``target/name`` with the same bytes.
+
+        A file not uploaded yet is only renamed. An uploaded file cannot be renamed on the
+        server, so it is uploaded again under the new name (from the local copy or the content
+        cache, downloading it first if needed), and the old file is deleted only after that
+        upload succeeded. A file the move replaces is deleted afterwards too.
+        """
+        if not target.writable:
+            raise _not_writable(target)
+        if not entry.directory.writable:
+            raise _not_writable(entry.directory)
+        filename = _server_filename(name)
+        problem = purposes.filename_problem(target.purpose or "", filename) or \
+            purposes.size_problem(target.purpose or "", entry.size)
+        if problem:
+            raise RuleViolation(errno.EINVAL if "jsonl" in problem else errno.EFBIG,
+                                f"moving {entry.directory.name}/{entry.name} to "
+                                f"{target.name}/{name}: refused, {problem}")
+        if entry.file is None:
+            if replaced is not None:
+                await self.delete(replaced)
+            if entry.local is not None:
+                entry.local.purpose = target.purpose or ""
+            self.namespace.rename_unsent(entry, target, name)
+            return
+        old = entry.file
+        where = f"{target.name}/{name}"
+        source, temporary = await self._content_path(entry)
+        try:
+            uploaded = await self._upload(where, filename, target.purpose or "", source,
+                                          old.bytes if entry.local is None else entry.size)
+        except (APIError, OSError) as exc:
+            raise UploadFailed(errno_for(exc), f"moving {entry.directory.name}/{entry.name} "
+                                               f"to {where} failed: {exc}; nothing changed",
+                               level=logging.ERROR) from None
+        finally:
+            if temporary:
+                source.unlink(missing_ok=True)
+        if replaced is not None and replaced is not entry:
+            await self.delete(replaced)
+        self.namespace.moved(entry, target, uploaded)
+        if entry.local is not None:
+            entry.local.purpose = target.purpose or ""
+        log.info("moved %s (%s) to %s (%s)", entry.name, old.id, where, uploaded.id)
+        await self._delete_replaced(where, old)
+
+    async def _content_path(self, entry: FileEntry) -> tuple[Path, bool]:
+        """A local file with the entry's bytes, and whether it is a temporary copy."""
+        assert entry.file is not None
+        if entry.local is not None and not entry.local.dirty:
+            return entry.local.path, False
+        if await self.cache.fetch_whole(entry.file):
+            # a hard link keeps the bytes even if the cache evicts the file meanwhile
+            copy = self.spool_dir / secrets.token_hex(8)
+            os.link(self.cache.disk.path(entry.file.id), copy)
+            return copy, True
+        local = await self.load_existing(entry)
+        local.close()
+        return local.path, True
+
+    # --------------------------------------------------------------- status
+
+    def _started(self, transfer: Transfer) -> None:
+        self.transfers.add(transfer)
+        self._idle = trio.Event()
+
+    def _finished(self, transfer: Transfer) -> None:
+        self.transfers.discard(transfer)
+        if not self.transfers:
+            self._idle.set()
+
+    async def wait_idle(self) -> None:
+        while self.transfers:
+            await self._idle.wait()
+
+    def statistics(self) -> dict[str, object]:
+        return {"in_flight": [t.as_dict() for t in sorted(self.transfers,
+                                                          key=lambda t: t.started)],
+                "completed": self.completed, "failed": list(self.failures),
+                "spool_dir": str(self.spool_dir), "unsent_dir": str(self.unsent_dir)}
+
+    def close(self) -> None:
+        shutil.rmtree(self.spool_dir, ignore_errors=True)
+        os.close(self._lock_fd)
+
+    # -------------------------------------------------------------- recovery
+
+    def _recover_dead_spools(self, spool_root: Path) -> None:
+        """Move what dead mounts left in their spools to ``unsent/``, and say so."""
+        for folder in spool_root.iterdir():
+            lock = folder / ".lock"
+            if not folder.is_dir():
+                continue
+            try:
+                fd = os.open(lock, os.O_RDWR | os.O_CLOEXEC)
+            except FileNotFoundError:
+                fd = None
+            if fd is not None:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    os.close(fd)
+                    continue            # a live mount owns it
+                os.close(fd)
+            rescued = []
+            for path in folder.iterdir():
+                if path.suffix == ".json" or path.name == ".lock":
+                    continue
+                info = _read_sidecar(path.with_suffix(".json"))
+                if path.stat().st_size == 0 and not info:
+                    continue
+                self.unsent_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+                label = f"{info.get('purpose', 'unknown')}-{info.get('name', path.name)}"
+                target = self.unsent_dir / f"recovered-{path.name}-{label.replace('/', '_')}"
+                os.replace(path, target)
+                rescued.append(str(target))
+            shutil.rmtree(folder, ignore_errors=True)
+            if rescued:
+                log.warning("a previous mount stopped while %d file(s) were being written; "
+                            "they were not uploaded and are kept in %s: %s", len(rescued),
+                            self.unsent_dir, ", ".join(rescued))
+
+
+def _read_sidecar(path: Path) -> dict[str, object]:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def _server_filename(name: str) -> str:
+    return names.decode(name)
+
+
+def _not_writable(directory: PurposeDir) -> FSError:
+    if directory.purpose in purposes.OUTPUT_PURPOSES or not purposes.is_uploadable(
+            directory.purpose or ""):
+        return FSError(errno.EACCES, f"{directory.name}: files of this purpose are made by the "
+                                     "platform and cannot be uploaded", level=logging.INFO)
+    return FSError(errno.EROFS, "the mount is read-only", level=logging.INFO)
+
+
+def _mime_type(filename: str) -> str:
+    if filename.lower().endswith(".jsonl"):
+        return "text/jsonl"
+    guessed, _ = mimetypes.guess_type(filename, strict=False)
+    return guessed or "application/octet-stream"
