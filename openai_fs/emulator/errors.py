@@ -1,0 +1,88 @@
+"""Errors in the shape the OpenAI API uses: ``{"error": {"message", "type", "param", "code"}}``.
+
+All four keys are always present (``ErrorResponse`` in the spec requires them); ``param`` and
+``code`` may be null. Handlers raise :class:`APIError`; the app turns it into a response.
+"""
+
+from __future__ import annotations
+
+import json
+
+
+def error_type_for(status: int) -> str:
+    """The ``type`` the real API uses for a status code."""
+    if status == 429:
+        return "requests"
+    if status >= 500:
+        return "server_error"
+    return "invalid_request_error"
+
+
+#: Messages used when nothing more specific is known (server-side and injected errors).
+DEFAULT_MESSAGES: dict[int, str] = {
+    400: "Bad request.",
+    401: "Unauthorized.",
+    403: "Forbidden.",
+    404: "Not found.",
+    408: "Request timed out.",
+    409: "Conflict.",
+    413: "Request entity too large.",
+    429: "Rate limit reached for requests. Please try again later.",
+    500: "The server had an error while processing your request. Sorry about that!",
+    502: "Bad gateway.",
+    503: "The server is overloaded or not ready yet.",
+    504: "Gateway timeout.",
+}
+
+
+class APIError(Exception):
+    """An error answered to the client. ``headers`` are added to the response."""
+
+    def __init__(self, status: int, message: str, *, type: str | None = None,
+                 param: str | None = None, code: str | None = None,
+                 headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.type = type or error_type_for(status)
+        self.param = param
+        self.code = code
+        self.headers = dict(headers or {})
+
+    def body(self) -> dict:
+        return {"error": {"message": self.message, "type": self.type,
+                          "param": self.param, "code": self.code}}
+
+    def body_bytes(self) -> bytes:
+        return json.dumps(self.body(), indent=2).encode() + b"\n"
+
+
+def invalid(message: str, param: str | None = None, code: str | None = None) -> APIError:
+    """400 ``invalid_request_error``."""
+    return APIError(400, message, param=param, code=code)
+
+
+def unrecognized_argument(name: str) -> APIError:
+    return invalid(f"Unrecognized request argument supplied: {name}")
+
+
+def missing_parameter(name: str) -> APIError:
+    return invalid(f"Missing required parameter: '{name}'.", param=name)
+
+
+def too_large(message: str) -> APIError:
+    return APIError(413, message, code="file_too_large")
+
+
+def no_such_file(file_id: str) -> APIError:
+    return APIError(404, f"No such File object: {file_id}", param="id")
+
+
+def no_such_upload(upload_id: str) -> APIError:
+    return APIError(404, f"No such Upload object: {upload_id}", param="id")
+
+
+def status_error(status: int, message: str | None = None) -> APIError:
+    """An error for a bare status code (faults); 429 gets the rate-limit code."""
+    code = "rate_limit_exceeded" if status == 429 else None
+    return APIError(status, message or DEFAULT_MESSAGES.get(status, f"Error {status}."), code=code)
