@@ -1,0 +1,163 @@
+"""``openai-fs serve``: run the emulator of the Files and Uploads API (uvicorn + the ASGI app)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import socket
+import sys
+from pathlib import Path
+
+import uvicorn
+
+from openai_fs.emulator.app import EmulatorApp, RuntimeConfig
+from openai_fs.emulator.faults import FaultRule, parse_spec
+from openai_fs.emulator.samples import seed_demo
+from openai_fs.emulator.store import Store
+
+DESCRIPTION = """\
+Serve a local emulator of the OpenAI Files and Uploads API under /v1, persisting to a data
+directory (SQLite metadata and one file per blob), so it survives restarts.
+
+When ready it prints one line to stdout:
+  openai-fs emulator listening on http://HOST:PORT/v1
+
+Point a client at it with OPENAI_BASE_URL=http://HOST:PORT/v1 and any OPENAI_API_KEY (or the one
+given with --api-key-file). /_emulator/ (no auth; keep the server on loopback) is a control API
+for tests: request log, faults, runtime config, state, reset, clock, seeding.
+
+Fault specs (--fault, repeatable): KIND[:key=value,...] or a JSON object, e.g.
+  --fault status:status=429,retry_after=1,count=2
+  --fault 'latency:seconds=0.5,path=/content$'
+  --fault '{"kind": "drop", "path": "^/v1/files$", "method": "POST", "every": 3}'
+Kinds: status, latency, drop, truncate, malformed, drop_after_commit, status_after_commit.
+"""
+
+log = logging.getLogger("openai_fs.emulator")
+
+
+def default_data_dir() -> Path:
+    base = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")
+    return Path(base) / "openai-fs" / "emulator"
+
+
+def _non_negative(value: str) -> float:
+    number = float(value)
+    if number < 0:
+        raise argparse.ArgumentTypeError("must not be negative")
+    return number
+
+
+def _positive_int(value: str) -> int:
+    number = int(value)
+    if number < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return number
+
+
+def _fault(value: str) -> dict:
+    try:
+        spec = parse_spec(value)
+        params = dict(spec)
+        FaultRule(str(params.pop("kind")), **params)  # validate now, fail at startup
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return spec
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default: %(default)s)")
+    parser.add_argument("--port", type=int, default=8080, help="port to listen on; 0 picks a free one (default: %(default)s)")
+    parser.add_argument("--data-dir", type=Path, default=None,
+                        help="where files are kept (default: $XDG_DATA_HOME/openai-fs/emulator)")
+    keys = parser.add_mutually_exclusive_group()
+    keys.add_argument("--api-key", metavar="KEY",
+                      help="accept only this key (visible in ps; prefer --api-key-file). "
+                           "Without a key, any non-empty bearer key is accepted")
+    keys.add_argument("--api-key-file", type=Path, metavar="FILE", help="accept only the key in FILE")
+    parser.add_argument("--ignore-range", action="store_true",
+                        help="ignore Range headers: always send the whole file with 200")
+    parser.add_argument("--page-cap", type=_positive_int, metavar="N",
+                        help="return at most N files per listing page, whatever the limit")
+    parser.add_argument("--latency", type=_non_negative, default=0.0, metavar="SECONDS",
+                        help="delay every /v1 request by this long")
+    parser.add_argument("--fault", type=_fault, action="append", default=[], metavar="SPEC",
+                        help="inject a fault (repeatable; see above)")
+    parser.add_argument("--seed-demo", action="store_true",
+                        help="if the store holds no files, add a few sample files in every purpose")
+    parser.add_argument("--access-log", action="store_true", help="log one line per /v1 request")
+    parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error", "critical"],
+                        help="log level (default: %(default)s)")
+
+
+def _read_key(args: argparse.Namespace) -> str | None:
+    if args.api_key_file is not None:
+        key = args.api_key_file.read_text().strip()
+        if not key:
+            raise SystemExit(f"openai-fs serve: {args.api_key_file} holds no key")
+        return key
+    if args.api_key is not None:
+        if not args.api_key.strip():
+            raise SystemExit("openai-fs serve: --api-key is empty")
+        return args.api_key.strip()
+    return None
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM,
+                                                         flags=socket.AI_PASSIVE)[0]
+    sock = socket.socket(family, kind, proto)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(address)
+    sock.set_inheritable(True)
+    return sock
+
+
+class _Server(uvicorn.Server):
+    def __init__(self, config: uvicorn.Config, url: str) -> None:
+        super().__init__(config)
+        self.url = url
+
+    async def startup(self, sockets=None) -> None:
+        await super().startup(sockets=sockets)
+        if self.started:
+            print(f"openai-fs emulator listening on {self.url}", flush=True)
+
+
+def run(args: argparse.Namespace) -> int:
+    logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    api_key = _read_key(args)
+    data_dir = args.data_dir or default_data_dir()
+    store = Store(data_dir)
+    if args.seed_demo and store.live_file_count() == 0:
+        seeded = seed_demo(store)
+        log.info("seeded %d demo files", len(seeded))
+    app = EmulatorApp(store, api_key=api_key, faults=args.fault, log_access=args.access_log,
+                      config=RuntimeConfig(ignore_range=args.ignore_range, page_cap=args.page_cap,
+                                           latency=args.latency))
+    try:
+        sock = _bind(args.host, args.port)
+    except OSError as exc:
+        store.close()
+        print(f"openai-fs serve: cannot listen on {args.host}:{args.port}: {exc}", file=sys.stderr)
+        return 1
+    host, port = sock.getsockname()[:2]
+    url_host = f"[{host}]" if ":" in host else host
+    config = uvicorn.Config(app, log_config=None, access_log=False, lifespan="off", server_header=False,
+                            timeout_graceful_shutdown=5)
+    server = _Server(config, f"http://{url_host}:{port}/v1")
+    # uvicorn re-raises the signal that stopped it once it has shut down; let that be a no-op so
+    # that the store is closed and the exit status is 0.
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: None)
+    try:
+        server.run(sockets=[sock])
+    finally:
+        sock.close()
+        app.close()
+        store.close()
+    log.info("emulator stopped")
+    return 0
