@@ -170,12 +170,11 @@ def _parse_range(header: str | None, size: int) -> tuple[int, int] | str | None:
     if not first.isdigit() or (last and not last.isdigit()):
         return None
     start = int(first)
-    end = int(last) if last else size - 1
-    if end < start:
+    if last and int(last) < start:
         return None
     if start >= size:
         return "unsatisfiable"
-    return start, min(end, size - 1)
+    return start, min(int(last), size - 1) if last else size - 1
 
 
 class FileStream(Response):

@@ -1,0 +1,127 @@
+"""``GET /v1/files/{id}/content``: Range handling (honoured or ignored), HEAD, streaming big files."""
+
+from __future__ import annotations
+
+import hashlib
+
+import httpx
+import pytest
+
+from openai_fs.emulator.control import EmulatorProcess
+
+from .helpers import MiB, assert_error, chunks, created, multipart_stream, post_file, sha256_of
+
+pytestmark = pytest.mark.timeout(120)
+
+CONTENT = bytes(range(256)) * 4  # 1024 bytes
+
+
+@pytest.fixture
+def file_id(api):
+    return created(post_file(api, "data.bin", CONTENT))["id"]
+
+
+@pytest.mark.parametrize("header, first, last", [
+    ("bytes=0-9", 0, 9),
+    ("bytes=1000-", 1000, 1023),
+    ("bytes=-24", 1000, 1023),
+    ("bytes=-5000", 0, 1023),
+    ("bytes=100-100", 100, 100),
+    ("bytes=1000-999999", 1000, 1023),
+    ("bytes=0-1023", 0, 1023),
+])
+def test_single_ranges_get_206(api, file_id, header, first, last):
+    r = api.get(f"/files/{file_id}/content", headers={"Range": header})
+    assert r.status_code == 206
+    assert r.headers["content-range"] == f"bytes {first}-{last}/1024"
+    assert r.headers["accept-ranges"] == "bytes"
+    assert r.headers["content-length"] == str(last - first + 1)
+    assert r.content == CONTENT[first:last + 1]
+
+
+@pytest.mark.parametrize("header", ["bytes=1024-", "bytes=5000-6000", "bytes=-0"])
+def test_unsatisfiable_ranges_get_416(api, file_id, header):
+    r = api.get(f"/files/{file_id}/content", headers={"Range": header})
+    assert_error(r, 416)
+    assert r.headers["content-range"] == "bytes */1024"
+
+
+def test_empty_file_ranges(api):
+    fid = created(post_file(api, "empty.bin", b""))["id"]
+    r = api.get(f"/files/{fid}/content")
+    assert r.status_code == 200 and r.content == b"" and r.headers["content-length"] == "0"
+    for header in ("bytes=0-", "bytes=-1"):
+        r = api.get(f"/files/{fid}/content", headers={"Range": header})
+        assert_error(r, 416)
+        assert r.headers["content-range"] == "bytes */0"
+
+
+@pytest.mark.parametrize("header", ["bytes=0-1,5-6", "bytes=0-1, -2", "bytes=9-2", "items=0-1", "bytes=a-b",
+                                    "bytes=", "0-1"])
+def test_multi_and_unparsable_ranges_get_the_whole_file(api, file_id, header):
+    r = api.get(f"/files/{file_id}/content", headers={"Range": header})
+    assert r.status_code == 200
+    assert "content-range" not in r.headers
+    assert r.headers["accept-ranges"] == "bytes"
+    assert r.content == CONTENT
+
+
+def test_ignore_range_at_runtime(api, ctl, file_id):
+    assert ctl.set_config(ignore_range=True)["ignore_range"] is True
+    for header in ("bytes=0-9", "bytes=5000-"):
+        r = api.get(f"/files/{file_id}/content", headers={"Range": header})
+        assert r.status_code == 200
+        assert "accept-ranges" not in r.headers and "content-range" not in r.headers
+        assert r.content == CONTENT
+    ctl.set_config(ignore_range=False)
+    assert api.get(f"/files/{file_id}/content", headers={"Range": "bytes=0-9"}).status_code == 206
+
+
+def test_ignore_range_from_the_command_line(tmp_path, spec_checker):
+    with EmulatorProcess(tmp_path / "data", extra_args=["--ignore-range"]) as emu, \
+            httpx.Client(base_url=emu.base_url, headers={"Authorization": "Bearer k"},
+                         event_hooks={"response": [spec_checker.sync_hook]}) as client:
+        assert emu.control.config()["ignore_range"] is True
+        fid = created(post_file(client, "d.bin", CONTENT))["id"]
+        r = client.get(f"/files/{fid}/content", headers={"Range": "bytes=0-9"})
+        assert r.status_code == 200 and r.content == CONTENT and "accept-ranges" not in r.headers
+        # reset goes back to the command line's setting
+        emu.control.set_config(ignore_range=False)
+        emu.control.reset()
+        assert emu.control.config()["ignore_range"] is True
+
+
+def test_head_sends_headers_only(api, file_id):
+    r = api.head(f"/files/{file_id}/content")
+    assert r.status_code == 200 and r.content == b""
+    assert r.headers["content-length"] == "1024"
+    assert r.headers["content-type"] == "application/octet-stream"
+
+
+def test_range_requests_are_logged(api, ctl, file_id):
+    ctl.clear_requests()
+    api.get(f"/files/{file_id}/content", headers={"Range": "bytes=0-9"})
+    [entry] = ctl.requests()
+    assert entry["range"] == "bytes=0-9"
+    assert entry["status"] == 206 and entry["response_bytes"] == 10
+
+
+def test_streams_a_file_bigger_than_any_buffer(api, ctl):
+    size = 64 * MiB + 12345
+    headers, body = multipart_stream([("purpose", "user_data")], "file", "big.bin", size, chunks(size, 3))
+    f = created(api.post("/files", content=body, headers=headers))
+    assert f["bytes"] == size
+    expected = sha256_of(chunks(size, 3))
+    digest = hashlib.sha256()
+    received = 0
+    with api.stream("GET", f"/files/{f['id']}/content") as r:
+        assert r.status_code == 200 and r.headers["content-length"] == str(size)
+        for piece in r.iter_raw(256 * 1024):
+            digest.update(piece)
+            received += len(piece)
+    assert received == size and digest.hexdigest() == expected
+    # the tail, by range
+    tail = api.get(f"/files/{f['id']}/content", headers={"Range": f"bytes={size - 100}-"})
+    assert tail.status_code == 206
+    *_, last_chunk = chunks(size, 3)
+    assert tail.content == last_chunk[-100:]

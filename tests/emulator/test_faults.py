@@ -1,0 +1,245 @@
+"""Fault injection: every kind, the matching options, the command line, and quiet logs."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import random
+import re
+
+import httpx
+import pytest
+
+from openai_fs.emulator.control import EmulatorControlError, EmulatorProcess
+
+from .helpers import MiB, assert_error, created, post_file, wait_for
+
+pytestmark = pytest.mark.timeout(60)
+
+
+def statuses(api, n, path="/files"):
+    return [api.get(path).status_code for _ in range(n)]
+
+
+def test_status_500(api, ctl):
+    rule = ctl.add_fault("status", status=500, count=1)
+    assert rule["id"] and rule["kind"] == "status" and rule["remaining"] == 1
+    r = api.get("/files")
+    assert_error(r, 500, type="server_error", code=None)
+    assert r.headers["x-emulator-fault"] == "status"
+    assert api.get("/files").status_code == 200
+    [rule] = ctl.faults()
+    assert rule["remaining"] == 0 and rule["applied"] == 1 and rule["matched"] == 1
+    assert [e["fault"] for e in ctl.requests()] == ["status", None]
+
+
+def test_rate_limit_429(api, ctl):
+    ctl.add_fault("status", status=429, retry_after=2, retry_after_ms=1500, message="Slow down.")
+    r = api.get("/files")
+    assert_error(r, 429, type="requests", code="rate_limit_exceeded", contains="Slow down.")
+    assert r.headers["retry-after"] == "2" and r.headers["retry-after-ms"] == "1500"
+    ctl.clear_faults()
+    ctl.add_fault("status", status=429)
+    r = api.get("/files")
+    assert_error(r, 429, code="rate_limit_exceeded")
+    assert "retry-after" not in r.headers and "retry-after-ms" not in r.headers
+
+
+def test_latency_rule_and_global_latency(api, ctl):
+    ctl.add_fault("latency", seconds=0.2, count=1)
+    assert api.get("/files").status_code == 200
+    entry = ctl.requests()[-1]
+    assert entry["fault"] == "latency" and entry["duration"] >= 0.19
+    ctl.clear_faults()
+    ctl.set_config(latency=0.15)
+    assert api.get("/files").status_code == 200
+    entry = ctl.requests()[-1]
+    assert entry["fault"] is None and entry["duration"] >= 0.14
+
+
+def test_latency_adds_to_the_deciding_fault(api, ctl):
+    ctl.add_fault("latency", seconds=0.1)
+    ctl.add_fault("status", status=503)
+    assert_error(api.get("/files"), 503, type="server_error")
+    entry = ctl.requests()[-1]
+    assert entry["fault"] == "status" and entry["duration"] >= 0.09
+
+
+def test_drop_closes_without_a_response(api, ctl, emulator):
+    ctl.add_fault("drop", count=1)
+    with pytest.raises(httpx.RemoteProtocolError):
+        api.get("/files")
+    assert api.get("/files").status_code == 200
+    assert [(e["fault"], e["status"]) for e in ctl.requests()] == [("drop", None), (None, 200)]
+
+
+def test_drop_before_processing_a_post(api, ctl):
+    ctl.add_fault("drop", method="POST")
+    with pytest.raises(httpx.TransportError):
+        post_file(api, "a.txt", b"x" * 100_000)
+    assert ctl.state()["files"] == []
+
+
+def test_drop_after_commit_creates_the_file(api, ctl):
+    ctl.add_fault("drop_after_commit", method="POST", path=r"^/v1/files$")
+    with pytest.raises(httpx.TransportError):
+        post_file(api, "a.txt", b"committed")
+    [f] = ctl.state()["files"]
+    assert f["filename"] == "a.txt" and not f["deleted"]
+    entry = ctl.requests()[-1]
+    assert entry["fault"] == "drop_after_commit" and entry["status"] is None and entry["request_bytes"] > 0
+
+
+def test_status_after_commit_deletes_anyway(api, ctl):
+    f = created(post_file(api, "a.txt", b"x"))
+    ctl.add_fault("status_after_commit", status=502, method="DELETE")
+    assert_error(api.delete(f"/files/{f['id']}"), 502, type="server_error")
+    assert_error(api.get(f"/files/{f['id']}"), 404)
+
+
+def test_truncate_json(api, ctl):
+    created(post_file(api, "a.txt", b"x"))
+    ctl.add_fault("truncate", after_bytes=20, path=r"^/v1/files$", method="GET")
+    with api.stream("GET", "/files") as r:
+        assert r.status_code == 200 and r.headers["x-emulator-fault"] == "truncate"
+        assert int(r.headers["content-length"]) > 20
+        received = bytearray()
+        with pytest.raises(httpx.RemoteProtocolError):
+            for piece in r.iter_raw():
+                received += piece
+    assert len(received) == 20
+    entry = ctl.requests()[-1]
+    assert entry["fault"] == "truncate" and entry["status"] == 200 and entry["response_bytes"] == 20
+
+
+def test_truncate_content(api, ctl):
+    content = bytes(range(256)) * 8192  # 2 MiB
+    f = created(post_file(api, "big.bin", content))
+    ctl.add_fault("truncate", after_bytes=MiB + 5, path=r"/content$")
+    received = bytearray()
+    with api.stream("GET", f"/files/{f['id']}/content") as r:
+        assert r.headers["content-length"] == str(len(content))
+        with pytest.raises(httpx.RemoteProtocolError):
+            for piece in r.iter_raw():
+                received += piece
+    assert bytes(received) == content[:MiB + 5]
+    # with after_bytes=0 only the headers arrive
+    ctl.clear_faults()
+    ctl.add_fault("truncate", path=r"/content$")
+    with api.stream("GET", f"/files/{f['id']}/content") as r:
+        with pytest.raises(httpx.RemoteProtocolError):
+            r.read()
+
+
+def test_malformed(api, ctl):
+    f = created(post_file(api, "a.txt", b"x"))
+    ctl.add_fault("malformed", count=1)
+    r = api.get(f"/files/{f['id']}")
+    assert r.status_code == 200 and r.headers["content-type"] == "application/json"
+    with pytest.raises(json.JSONDecodeError):
+        r.json()
+    assert api.get(f"/files/{f['id']}").json() == f
+
+
+def test_method_and_path_matching(api, ctl):
+    ctl.add_fault("status", status=500, method="post", path=r"^/v1/uploads")
+    assert api.get("/files").status_code == 200
+    assert created(post_file(api, "a.txt", b"x"))
+    assert_error(api.post("/uploads", json={}), 500)
+    assert_error(api.post("/uploads/upload_x/cancel"), 500)
+    assert api.get("/uploads").status_code == 405
+
+
+def test_count(api, ctl):
+    ctl.add_fault("status", status=503, count=2)
+    assert statuses(api, 4) == [503, 503, 200, 200]
+
+
+def test_every(api, ctl):
+    ctl.add_fault("status", status=500, every=3)
+    assert statuses(api, 9) == [200, 200, 500] * 3
+
+
+def test_every_with_count(api, ctl):
+    ctl.add_fault("status", status=500, every=2, count=2)
+    assert statuses(api, 8) == [200, 500, 200, 500, 200, 200, 200, 200]
+
+
+def test_skip(api, ctl):
+    ctl.add_fault("status", status=500, skip=2, count=1)
+    assert statuses(api, 5) == [200, 200, 500, 200, 200]
+
+
+def test_rate_is_seeded_and_repeatable(api, ctl):
+    rng = random.Random(7)
+    expected = [500 if rng.random() < 0.4 else 200 for _ in range(30)]
+    assert 0 < expected.count(500) < 30
+    ctl.add_fault("status", status=500, rate=0.4, seed=7)
+    assert statuses(api, 30) == expected
+    ctl.clear_faults()
+    ctl.add_fault("status", status=500, rate=0.4, seed=7)
+    assert statuses(api, 30) == expected
+
+
+def test_first_firing_rule_decides(api, ctl):
+    ctl.add_fault("status", status=500, count=1)
+    ctl.add_fault("status", status=503, count=1)
+    assert statuses(api, 3) == [500, 503, 200]
+
+
+def test_fault_management(ctl):
+    a = ctl.add_fault("status", status=500)
+    b = ctl.add_fault("latency", seconds=0.5, path="/content$")
+    assert [f["id"] for f in ctl.faults()] == [a["id"], b["id"]]
+    assert b["path"] == "/content$" and b["seconds"] == 0.5 and b["remaining"] is None
+    ctl.remove_fault(a["id"])
+    assert [f["id"] for f in ctl.faults()] == [b["id"]]
+    ctl.clear_faults()
+    assert ctl.faults() == []
+    for kind, params in [("nope", {}), ("status", {"status": 99}), ("status", {"seconds": 1}),
+                         ("latency", {}), ("drop", {"count": 0}), ("drop", {"rate": 2}),
+                         ("drop", {"path": "("}), ("truncate", {"after_bytes": -1})]:
+        with pytest.raises(EmulatorControlError):
+            ctl.add_fault(kind, **params)
+    assert ctl.faults() == []
+
+
+def test_reset_clears_faults_and_config(api, ctl):
+    ctl.add_fault("status", status=500)
+    ctl.set_config(page_cap=3, latency=0.01, ignore_range=True)
+    ctl.reset()
+    assert ctl.faults() == [] and ctl.requests() == []
+    assert ctl.config() == {"ignore_range": False, "page_cap": None, "latency": 0.0}
+    assert api.get("/files").status_code == 200
+
+
+def test_injected_faults_log_one_quiet_line(api, ctl, emulator):
+    f = created(post_file(api, "a.txt", b"x" * 5000))
+    start = len(emulator.output())
+    for kind, params in [("drop", {}), ("truncate", {"after_bytes": 10}), ("drop_after_commit", {}),
+                         ("status", {"status": 500})]:
+        ctl.add_fault(kind, count=1, **params)
+        with pytest.raises(httpx.TransportError) if kind != "status" else contextlib.nullcontext():
+            with api.stream("GET", f"/files/{f['id']}/content") as r:
+                r.read()
+    wait_for(lambda: emulator.output()[start:].count("injecting fault") == 4, what="fault log lines")
+    new = emulator.output()[start:]
+    assert "Traceback" not in new and "ERROR" not in new and "WARNING" not in new, new
+    assert len(re.findall(r"INFO openai_fs\.emulator: injecting fault (\w+)", new)) == 4
+
+
+def test_faults_from_the_command_line(tmp_path):
+    faults = ["status:status=503,count=1,method=GET", '{"kind": "status", "status": 429, "path": "^/v1/uploads", "count": 1}']
+    args = [a for spec in faults for a in ("--fault", spec)]
+    with EmulatorProcess(tmp_path / "data", extra_args=args) as emu, \
+            httpx.Client(base_url=emu.base_url, headers={"Authorization": "Bearer k"}) as client:
+        assert [f["kind"] for f in emu.control.faults()] == ["status", "status"]
+        assert client.get("/files").status_code == 503
+        assert client.get("/files").status_code == 200
+        assert client.post("/uploads", json={}).status_code == 429
+        assert client.post("/uploads", json={}).status_code == 400
+
+
+def test_bad_fault_on_the_command_line_fails_at_startup(tmp_path):
+    with pytest.raises(RuntimeError, match="unknown fault kind"):
+        EmulatorProcess(tmp_path / "data", extra_args=["--fault", "explode:count=1"]).start()
