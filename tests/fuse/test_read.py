@@ -1,0 +1,159 @@
+"""Reading through a real mount: bytes, how many requests, caches, Range, errors."""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import os
+import random
+import threading
+
+import pytest
+
+from fusetools import content_requests, delete_on_server, run
+
+MiB = 1024 * 1024
+
+
+def payload(size: int, seed: int = 1) -> bytes:
+    return random.Random(seed).randbytes(size)
+
+
+@pytest.mark.parametrize("ignore_range", [False, True], ids=["range", "no-range"])
+def test_cat_reads_the_exact_bytes_with_one_request_and_a_reread_with_none(
+        mount, seed, emulator, ignore_range):
+    data = payload(3 * MiB + 12345)
+    made = seed("blob.bin", "assistants", data)
+    emulator.control.set_config(ignore_range=ignore_range)
+    mounted = mount()
+    path = mounted / "assistants" / "blob.bin"
+    assert hashlib.sha256(path.read_bytes()).digest() == hashlib.sha256(data).digest()
+    assert len(content_requests(emulator.control, made["id"])) == 1
+    emulator.control.clear_requests()
+    # the kernel keeps the pages (keep_cache): a second reader causes no request at all
+    copy = mounted.path.parent / "copy.bin"
+    run("cp", str(path), str(copy))
+    assert copy.read_bytes() == data
+    assert emulator.control.requests() == []
+
+
+def test_a_later_mount_reuses_the_disk_cache(mount, seed, emulator, tmp_path):
+    data = payload(2 * MiB)
+    made = seed("keep.bin", "user_data", data)
+    cache = tmp_path / "shared-cache"
+    first = mount(cache_dir=cache)
+    assert (first / "user_data" / "keep.bin").read_bytes() == data
+    assert first.unmount() == 0
+    emulator.control.clear_requests()
+    second = mount(cache_dir=cache)
+    assert (second / "user_data" / "keep.bin").read_bytes() == data
+    assert content_requests(emulator.control, made["id"]) == []
+
+
+def test_concurrent_readers_of_one_file_share_one_download(mount, seed, emulator):
+    data = payload(12 * MiB, seed=7)
+    made = seed("shared.bin", "vision", data)
+    emulator.control.add_fault("latency", path="/content", seconds=0.3)
+    mounted = mount()
+    path = mounted / "vision" / "shared.bin"
+    results: list[bytes] = []
+
+    def reader() -> None:
+        with open(path, "rb", buffering=0) as handle:
+            chunks = []
+            while chunk := handle.read(1 << 20):
+                chunks.append(chunk)
+            results.append(b"".join(chunks))
+
+    threads = [threading.Thread(target=reader) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert len(results) == 8 and all(r == data for r in results)
+    assert len(content_requests(emulator.control, made["id"])) == 1
+
+
+def test_random_reads_of_a_large_file_use_range_when_the_server_honours_it(
+        mount, seed, emulator):
+    data = payload(64 * MiB, seed=3)
+    made = seed("huge.bin", "assistants", data)
+    mounted = mount()
+    fd = os.open(mounted / "assistants" / "huge.bin", os.O_RDONLY)
+    try:
+        for offset in (40 * MiB + 17, 10 * MiB, 63 * MiB):
+            assert os.pread(fd, 4096, offset) == data[offset:offset + 4096]
+    finally:
+        os.close(fd)
+    requests = content_requests(emulator.control, made["id"])
+    assert requests and all(r["status"] == 206 and r["range"] for r in requests)
+    # only the blocks around the reads travelled, never the whole file
+    assert sum(r["response_bytes"] for r in requests) < 16 * MiB
+
+
+def test_random_reads_without_range_support_use_one_download_to_disk(mount, seed, emulator):
+    data = payload(40 * MiB, seed=4)
+    made = seed("huge.bin", "assistants", data)
+    emulator.control.set_config(ignore_range=True)
+    mounted = mount()
+    fd = os.open(mounted / "assistants" / "huge.bin", os.O_RDONLY)
+    try:
+        for offset in (30 * MiB + 5, 1 * MiB, 39 * MiB, 20 * MiB):
+            assert os.pread(fd, 8192, offset) == data[offset:offset + 8192]
+    finally:
+        os.close(fd)
+    # at most one probe that learnt Range is ignored, then the one download serves the rest
+    assert len(content_requests(emulator.control, made["id"])) <= 2
+    cached = list((mounted.cache_dir / "content").glob(f"*/{made['id']}"))
+    assert len(cached) == 1 and cached[0].stat().st_size == len(data)
+
+
+def test_memory_stays_bounded_when_the_disk_cache_is_off(mount, seed, emulator):
+    data = payload(48 * MiB, seed=5)
+    made = seed("stream.bin", "assistants", data)
+    mounted = mount("--disk-cache-size", "0", "--cache-size", "8M")
+    digest = hashlib.sha256()
+    with open(mounted / "assistants" / "stream.bin", "rb") as handle:
+        while chunk := handle.read(1 << 20):
+            digest.update(chunk)
+    assert digest.digest() == hashlib.sha256(data).digest()
+    status = mounted.status()
+    assert status["cache"]["memory_bytes"] <= 8 * MiB
+    assert status["cache"]["disk_bytes"] == 0
+    assert not list((mounted.cache_dir / "content").glob(f"*/{made['id']}*"))
+
+
+def test_cp_out_and_empty_files(mount, seed, tmp_path):
+    seed("empty.txt", "evals", b"")
+    seed("notes.md", "evals", b"# notes\n")
+    mounted = mount()
+    run("cp", str(mounted / "evals" / "notes.md"), str(tmp_path / "notes.md"))
+    assert (tmp_path / "notes.md").read_bytes() == b"# notes\n"
+    assert (mounted / "evals" / "empty.txt").read_bytes() == b""
+
+
+def test_a_server_error_on_content_is_eio_with_one_log_line(mount, seed, emulator):
+    made = seed("broken.bin", "assistants", b"unreachable")
+    emulator.control.add_fault("status", path=f"/files/{made['id']}/content", status=500)
+    mounted = mount("--retries", "1")
+    mounted.expect_log(r"ERROR .*500 from GET /files/.*/content.*request_id=req_")
+    with pytest.raises(OSError) as caught:
+        (mounted / "assistants" / "broken.bin").read_bytes()
+    assert caught.value.errno == errno.EIO
+    # each failed request is logged exactly once, with its request id (the kernel may retry
+    # a failed read itself, which is a request of its own)
+    failed = [r for r in content_requests(emulator.control, made["id"]) if r["status"] == 500]
+    lines = [line for line in mounted.log().splitlines() if " ERROR " in line]
+    assert failed and len(lines) == len(failed) // 2     # --retries 1: two attempts per error
+    assert all("500 from GET" in line and "request_id=req_" in line for line in lines)
+
+
+def test_a_file_deleted_after_listing_reads_as_enoent_not_a_hang(mount, seed, emulator):
+    made = seed("vanishing.txt", "assistants", b"bye")
+    mounted = mount()
+    path = mounted / "assistants" / "vanishing.txt"
+    assert path.exists()
+    delete_on_server(emulator, made["id"])
+    with pytest.raises(FileNotFoundError):
+        path.read_bytes()
+    assert os.listdir(mounted.path)      # and the mount is still alive
