@@ -9,7 +9,7 @@ import pytest
 
 from openai_fs.emulator.control import EmulatorProcess
 
-from .helpers import MiB, assert_error, chunks, created, multipart_stream, post_file, sha256_of
+from .helpers import MiB, assert_error, chunks, created, multipart_stream, post_file, sha256_of, wait_for
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -125,3 +125,30 @@ def test_streams_a_file_bigger_than_any_buffer(api, ctl):
     assert tail.status_code == 206
     *_, last_chunk = chunks(size, 3)
     assert tail.content == last_chunk[-100:]
+
+
+def test_client_leaving_mid_download_stops_the_stream(api, ctl):
+    size = 64 * MiB
+    headers, body = multipart_stream([("purpose", "user_data")], "file", "big.bin", size, chunks(size, 4))
+    f = created(api.post("/files", content=body, headers=headers))
+    ctl.clear_requests()
+    with httpx.Client(headers=api.headers) as other:
+        with other.stream("GET", f"{api.base_url}files/{f['id']}/content") as r:
+            next(r.iter_raw(MiB))
+    wait_for(lambda: ctl.requests()[0]["duration"] is not None, what="the download to end")
+    entry = ctl.requests()[0]
+    assert entry["status"] == 200 and entry["response_bytes"] < size
+    assert api.get("/files").status_code == 200
+
+
+def test_client_leaving_mid_upload_leaves_nothing(api, ctl, emulator):
+    def body():
+        yield from chunks(8 * MiB, 5)
+        raise RuntimeError("client gives up")
+
+    headers, stream = multipart_stream([("purpose", "user_data")], "file", "big.bin", 32 * MiB, body())
+    with pytest.raises(RuntimeError, match="client gives up"):
+        api.post("/files", content=stream, headers=headers)
+    wait_for(lambda: ctl.requests() and ctl.requests()[0]["duration"] is not None, what="the upload to end")
+    assert ctl.state()["files"] == []
+    wait_for(lambda: list((emulator.data_dir / "tmp").iterdir()) == [], what="the temp blob to go")
