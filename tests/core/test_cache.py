@@ -1,0 +1,210 @@
+"""Content caching (openai_fs/cache.py): whole-file downloads shared by readers, ranged block
+fetches into a bounded memory LRU, and the disk cache (LRU, pinning, reuse across mounts)."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+import trio
+
+from openai_fs.api import FileObject
+from openai_fs.cache import BLOCK_SIZE, SMALL_FILE, ContentCache, DiskCache
+
+from .conftest import MiB
+from .fake_api import BASE_URL
+
+READ = 128 * 1024
+
+
+def payload(size: int, seed: int = 1) -> bytes:
+    return random.Random(seed).randbytes(size)
+
+
+def add_file(fake, size: int, *, seed: int = 1, name: str = "data.bin") -> tuple[FileObject,
+                                                                                 bytes]:
+    data = payload(size, seed)
+    return FileObject.from_json(fake.add(name, data)), data
+
+
+async def read_all(cache: ContentCache, file: FileObject, chunk: int = READ) -> bytes:
+    pieces = []
+    for offset in range(0, file.bytes, chunk):
+        pieces.append(await cache.read(file, offset, chunk))
+    return b"".join(pieces)
+
+
+@pytest.mark.parametrize("honour_range", [True, False])
+async def test_reading_a_whole_file_is_one_content_request(fake, core, honour_range):
+    fake.honour_range = honour_range
+    file, data = add_file(fake, SMALL_FILE + 3 * MiB + 17)
+    assert await read_all(core.cache, file) == data
+    assert fake.count("content") == 1
+    assert fake.of("content")[0].headers.get("range") is None
+    assert core.disk.has(file)
+    assert await read_all(core.cache, file) == data        # again: from the disk cache
+    assert fake.count("content") == 1
+
+
+@pytest.mark.parametrize("honour_range", [True, False])
+async def test_a_small_file_read_from_its_middle_is_fetched_whole(fake, core, honour_range):
+    fake.honour_range = honour_range
+    file, data = add_file(fake, 3 * MiB + 5)
+    assert await core.cache.read(file, 2 * MiB, 1000) == data[2 * MiB:2 * MiB + 1000]
+    assert await core.cache.read(file, 0, 4096) == data[:4096]
+    assert await core.cache.read(file, file.bytes - 10, 4096) == data[-10:]
+    assert fake.count("content") == 1
+
+
+async def test_concurrent_readers_of_one_file_share_one_download(fake, core):
+    file, data = add_file(fake, SMALL_FILE + 2 * MiB)
+    results: list[bytes] = []
+
+    async def reader() -> None:
+        results.append(await read_all(core.cache, file))
+
+    async with trio.open_nursery() as nursery:
+        for _ in range(6):
+            nursery.start_soon(reader)
+    assert results == [data] * 6
+    assert fake.count("content") == 1
+    assert core.cache.stats.downloads == 1
+
+
+async def test_a_read_far_into_a_large_file_fetches_blocks_with_range(fake, core):
+    file, data = add_file(fake, 12 * MiB + 100)
+    offset = 10 * MiB + 5000
+    assert await core.cache.read(file, offset, READ) == data[offset:offset + READ]
+    [call] = fake.of("content")
+    assert call.headers["range"] == f"bytes={10 * BLOCK_SIZE}-{11 * BLOCK_SIZE - 1}"
+    assert (file.id, 10) in core.cache.memory
+    assert core.cache.stats.downloads == 0 and not core.disk.has(file)
+    # the rest of the block comes from memory
+    assert await core.cache.read(file, offset + READ, READ) == data[offset + READ:offset + 2 * READ]
+    assert fake.count("content") == 1
+    # a read across a block boundary fetches only what is missing, in one request
+    edge = 11 * MiB - 1000
+    assert await core.cache.read(file, edge, 4000) == data[edge:edge + 4000]
+    assert fake.count("content") == 2
+    assert fake.of("content")[1].headers["range"] == f"bytes={11 * MiB}-{12 * MiB - 1}"
+
+
+async def test_memory_stays_within_its_bound_after_many_blocks(fake, make_core):
+    limit = 3 * MiB + MiB // 2
+    core = await make_core(memory_bytes=limit)
+    file, data = add_file(fake, 24 * MiB)
+    order = [9, 20, 11, 23, 15, 12, 18, 10, 21, 13, 22, 16, 14, 19, 17, 9, 20]
+    for block in order:
+        offset = block * BLOCK_SIZE + 12345
+        assert await core.cache.read(file, offset, 7000) == data[offset:offset + 7000]
+        assert core.cache.memory.currsize <= limit
+    # one read of several blocks at once
+    offset = 13 * BLOCK_SIZE + 1
+    assert await core.cache.read(file, offset, 5 * MiB) == data[offset:offset + 5 * MiB]
+    assert core.cache.memory.currsize <= limit
+    assert 0 < core.cache.memory.currsize
+    assert core.cache.stats.downloads == 0
+
+
+async def test_the_disk_cache_evicts_the_least_recently_used_whole_file(fake, make_core):
+    size = 100_000
+    core = await make_core(disk_bytes=3 * size + 10)
+    files = [add_file(fake, size, seed=n, name=f"f{n}") for n in range(4)]
+    for file, data in files[:3]:
+        assert await read_all(core.cache, file) == data
+    assert await core.cache.read(files[0][0], 0, 10) == files[0][1][:10]   # f0 used again
+    assert fake.count("content") == 3
+    assert await read_all(core.cache, files[3][0]) == files[3][1]          # needs room
+    assert core.disk.used <= 3 * size + 10
+    assert not core.disk.path(files[1][0].id).exists()                      # f1 was LRU
+    assert [core.disk.has(file) for file, _ in files] == [True, False, True, True]
+    assert await core.cache.read(files[0][0], 0, 10) == files[0][1][:10]
+    assert fake.count("content") == 4
+
+
+def test_eviction_passes_over_a_pinned_file_when_another_can_go(tmp_path):
+    disk = DiskCache(tmp_path, 100, server=BASE_URL)
+    disk.scan()
+
+    def add(file_id: str, size: int) -> None:
+        source = tmp_path / f"incoming-{file_id}"
+        source.write_bytes(b"x" * size)
+        assert disk.add(file_id, source)
+
+    add("file-a", 40)
+    add("file-b", 40)
+    disk.pin("file-a")                  # file-a is the least recently used, but open
+    add("file-c", 40)
+    assert sorted(disk._sizes) == ["file-a", "file-c"]
+    assert disk.path("file-a").exists() and not disk.path("file-b").exists()
+    assert disk.used == 80 <= disk.capacity
+    disk.unpin("file-a")
+    add("file-d", 40)
+    assert sorted(disk._sizes) == ["file-c", "file-d"]
+    assert disk.used == 80
+
+
+async def test_a_later_mount_reuses_the_disk_cache(fake, make_core, tmp_path):
+    file, data = add_file(fake, 200_000)
+    first = await make_core(cache_dir=tmp_path / "shared")
+    assert await read_all(first.cache, file) == data
+    assert fake.count("content") == 1
+    leftover = first.disk.folder / f"{file.id}.partial-dead"
+    leftover.write_bytes(b"half")                       # a dead mount's download
+
+    second = await make_core(cache_dir=tmp_path / "shared")
+    assert second.disk.has(file) and not leftover.exists()
+    assert await read_all(second.cache, file) == data
+    assert fake.count("content") == 1
+    assert second.disk.used == file.bytes
+
+    elsewhere = DiskCache(tmp_path / "shared", 10 * MiB, server="http://other/v1")
+    elsewhere.scan()
+    assert not elsewhere.has(file)                      # another server, another folder
+
+
+async def test_a_cached_file_whose_size_disagrees_is_dropped_and_fetched_again(
+        fake, make_core, tmp_path):
+    file, data = add_file(fake, 50_000)
+    first = await make_core(cache_dir=tmp_path / "shared")
+    stale = first.disk.path(file.id)
+    first.disk.folder.mkdir(parents=True, exist_ok=True)
+    stale.write_bytes(data[:1000])                      # a truncated copy
+
+    second = await make_core(cache_dir=tmp_path / "shared")
+    assert not second.disk.has(file)
+    assert not stale.exists() and second.disk.used == 0
+    assert await read_all(second.cache, file) == data
+    assert fake.count("content") == 1 and second.disk.has(file)
+
+
+async def test_discarding_a_pinned_file_waits_for_unpin(fake, core):
+    file, data = add_file(fake, 30_000)
+    assert await read_all(core.cache, file) == data
+    core.cache.pin(file.id)
+    core.cache.discard(file.id)
+    path = core.disk.path(file.id)
+    assert path.exists() and core.disk.used == file.bytes
+    assert await core.cache.read(file, 100, 50) == data[100:150]    # an open handle reads on
+    assert fake.count("content") == 1
+    core.cache.unpin(file.id)
+    assert not path.exists() and core.disk.used == 0 and not core.disk.has(file)
+
+
+async def test_discard_drops_the_files_blocks_from_memory(fake, core):
+    file, data = add_file(fake, 12 * MiB)
+    other, _ = add_file(fake, 12 * MiB, seed=2, name="other.bin")
+    await core.cache.read(file, 10 * MiB, 100)
+    await core.cache.read(other, 10 * MiB, 100)
+    core.cache.discard(file.id)
+    assert [key for key in core.cache.memory] == [(other.id, 10)]
+
+
+async def test_a_failed_download_fails_its_readers_and_leaves_no_partial_file(fake, core):
+    file, data = add_file(fake, 40_000)
+    fake.fail("content", 500)
+    with pytest.raises(Exception, match="500"):
+        await core.cache.read(file, 0, 1000)
+    assert list(core.disk.folder.iterdir()) == [] and not core.disk.has(file)
+    assert await read_all(core.cache, file) == data          # the next read starts afresh
+    assert fake.count("content") == 2
