@@ -242,8 +242,8 @@ class Operations(pyfuse3.Operations):
         if local is None or local.failure is not None:
             if flags & os.O_TRUNC or entry.file is None:
                 local = self.uploads.new_local(entry.directory, entry.name)
-            else:       # changing a server file in place: start from its bytes
-                local = await self.uploads.load_existing(entry)
+            else:       # changing a server file in place: its bytes are fetched when needed
+                local = self.uploads.open_existing(entry)
             entry.local = local
         elif flags & os.O_TRUNC:
             local.truncate(0)
@@ -284,6 +284,8 @@ class Operations(pyfuse3.Operations):
         if handle.snapshot is not None:
             return handle.snapshot[off:off + size]
         if handle.local is not None:
+            if handle.local.base is not None:
+                await self.uploads.ensure_loaded(handle.local)
             return handle.local.read(off, size)
         assert handle.file is not None
         return await self.cache.read(handle.file, off, size)
@@ -294,6 +296,8 @@ class Operations(pyfuse3.Operations):
         if not handle.writable or handle.local is None:
             raise FSError(errno.EBADF, "not open for writing", level=logging.DEBUG)
         local = handle.local
+        if local.base is not None:
+            await self.uploads.ensure_loaded(local)
         if local.lock.locked():     # an upload of this file is running: wait for it
             async with local.lock:
                 pass
@@ -346,6 +350,8 @@ class Operations(pyfuse3.Operations):
             raise _not_writable(entry.directory)
         local = handle.local if handle is not None and handle.local else entry.local
         if local is not None:
+            if size and local.base is not None:
+                await self.uploads.ensure_loaded(local)
             local.truncate(size)
             return
         if entry.file is not None and size == entry.file.bytes:

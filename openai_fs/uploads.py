@@ -71,6 +71,9 @@ class LocalFile:
     #: open handles using it
     handles: int = 0
     lock: trio.Lock = field(default_factory=trio.Lock)
+    #: a server file whose bytes this spool stands for but has not fetched yet: opening a file
+    #: for writing without O_TRUNC costs nothing until something reads or changes it
+    base: FileObject | None = None
 
     def check_size(self, end: int) -> None:
         limit = purposes.max_file_bytes(self.purpose)
@@ -99,6 +102,9 @@ class LocalFile:
     def truncate(self, size: int) -> None:
         if self.failure is not None:
             raise self.failure
+        if size == 0:
+            self.base = None        # nothing of the old bytes survives: no need to fetch them
+        assert self.base is None, "load the base before truncating to a non-zero size"
         self.check_size(size)
         os.ftruncate(self.fd, size)
         self.size = size
@@ -182,20 +188,42 @@ class UploadEngine:
             {"purpose": directory.purpose, "name": name, "created": time.time()}))
         return LocalFile(path, fd, directory.purpose or "")
 
-    async def load_existing(self, entry: FileEntry) -> LocalFile:
-        """A spool file holding the current content of a server file (to modify it in place)."""
+    def open_existing(self, entry: FileEntry) -> LocalFile:
+        """A spool standing for the current content of a server file (to change it in place);
+        the bytes are fetched by :meth:`ensure_loaded` when first needed."""
         assert entry.file is not None
         local = self.new_local(entry.directory, entry.name)
+        local.base = entry.file
+        local.size = entry.file.bytes
+        local.dirty = False
+        return local
+
+    async def ensure_loaded(self, local: LocalFile) -> None:
+        """Fetch the server bytes a spool stands for (from the content cache when there)."""
+        if local.base is None:
+            return
+        async with local.lock:
+            base = local.base
+            if base is None:
+                return
+            if self.cache.disk.has(base):
+                source = self.cache.disk.path(base.id)
+                await trio.to_thread.run_sync(shutil.copyfile, source, local.path)
+            else:
+                at = 0
+                async for _, chunk in self.client.stream_content(base.id):
+                    await trio.to_thread.run_sync(os.pwrite, local.fd, chunk, at)
+                    at += len(chunk)
+            local.base = None
+
+    async def load_existing(self, entry: FileEntry) -> LocalFile:
+        """A spool file holding the current content of a server file, fetched now."""
+        local = self.open_existing(entry)
         try:
-            at = 0
-            async for _, chunk in self.client.stream_content(entry.file.id):
-                await trio.to_thread.run_sync(os.pwrite, local.fd, chunk, at)
-                at += len(chunk)
+            await self.ensure_loaded(local)
         except BaseException:
             self.release_local(local)
             raise
-        local.size = at
-        local.dirty = False
         return local
 
     def release_local(self, local: LocalFile, entry: FileEntry | None = None) -> None:
@@ -204,7 +232,7 @@ class UploadEngine:
         local.close()
         sidecar = local.path.with_suffix(".json")
         kept = (entry is not None and entry.file is not None and not local.dirty
-                and local.failure is None and not local.discarded
+                and local.base is None and local.failure is None and not local.discarded
                 and local.path.parent == self.spool_dir
                 and self.cache.adopt(entry.file, local.path))
         if not kept and local.path.parent == self.spool_dir:
@@ -223,12 +251,10 @@ class UploadEngine:
             purpose = entry.purpose
             filename = entry.server_name
             where = f"{entry.directory.name}/{entry.name}"
-            problem = (purposes.filename_problem(purpose, filename)
-                       or purposes.size_problem(purpose, local.size))
-            if problem:
-                local.failure = RuleViolation(errno.EINVAL if "jsonl" in problem
-                                              else errno.EFBIG, f"{where}: refused, {problem}")
-                raise local.failure
+            violation = rule_violation(purpose, filename, local.size, where)
+            if violation is not None:
+                local.failure = violation
+                raise violation
             try:
                 uploaded = await self._upload(where, filename, purpose, local.path, local.size)
             except (APIError, OSError) as exc:
@@ -347,12 +373,15 @@ class UploadEngine:
         if not entry.directory.writable:
             raise _not_writable(entry.directory)
         filename = _server_filename(name)
-        problem = purposes.filename_problem(target.purpose or "", filename) or \
-            purposes.size_problem(target.purpose or "", entry.size)
-        if problem:
-            raise RuleViolation(errno.EINVAL if "jsonl" in problem else errno.EFBIG,
-                                f"moving {entry.directory.name}/{entry.name} to "
-                                f"{target.name}/{name}: refused, {problem}")
+        violation = rule_violation(target.purpose or "", filename, entry.size,
+                                   f"{target.name}/{name}")
+        if violation is not None:
+            # EXDEV, not EINVAL: mv reads EINVAL from rename as "moving a directory into
+            # itself". With EXDEV it copies instead, and the copy is refused with EINVAL or
+            # EFBIG and the rule named, while the source stays as it was.
+            raise FSError(errno.EXDEV, f"moving {entry.directory.name}/{entry.name}: "
+                                       f"{violation.message} (answered EXDEV)",
+                          level=logging.INFO)
         if entry.file is None:
             if replaced is not None:
                 await self.delete(replaced)
@@ -384,7 +413,7 @@ class UploadEngine:
     async def _content_path(self, entry: FileEntry) -> tuple[Path, bool]:
         """A local file with the entry's bytes, and whether it is a temporary copy."""
         assert entry.file is not None
-        if entry.local is not None and not entry.local.dirty:
+        if entry.local is not None and not entry.local.dirty and entry.local.base is None:
             return entry.local.path, False
         if await self.cache.fetch_whole(entry.file):
             # a hard link keeps the bytes even if the cache evicts the file meanwhile
@@ -456,6 +485,17 @@ class UploadEngine:
                 log.warning("a previous mount stopped while %d file(s) were being written; "
                             "they were not uploaded and are kept in %s: %s", len(rescued),
                             self.unsent_dir, ", ".join(rescued))
+
+
+def rule_violation(purpose: str, filename: str, size: int, where: str) -> RuleViolation | None:
+    """The rule of the purpose this file breaks (EINVAL for its type, EFBIG for its size)."""
+    problem = purposes.filename_problem(purpose, filename)
+    if problem:
+        return RuleViolation(errno.EINVAL, f"{where}: refused, {problem}")
+    problem = purposes.size_problem(purpose, size)
+    if problem:
+        return RuleViolation(errno.EFBIG, f"{where}: refused, {problem}")
+    return None
 
 
 def _read_sidecar(path: Path) -> dict[str, object]:
