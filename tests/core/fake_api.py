@@ -19,7 +19,7 @@ import json
 import re
 import secrets
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 import httpx
 import trio
@@ -82,6 +82,9 @@ class FakeFilesAPI:
         self.parts: dict[str, bytes] = {}
         self.calls: list[Call] = []
         self.lag_listings = False
+        #: seconds the n-th Part (from 0, in arrival order) takes to be answered, e.g. to make
+        #: Parts finish in another order than they started (use with trio's autojump clock)
+        self.part_latency: Callable[[int], float] | None = None
         self.unlisted: set[str] = set()
         self.ghosts: dict[str, dict[str, Any]] = {}
         self._faults: list[_Fault] = []
@@ -155,9 +158,12 @@ class FakeFilesAPI:
         if isinstance(response, BaseException):
             raise response
         response.headers["x-request-id"] = call.request_id
+        arrival = self.count(kind) - 1
         hold = self._holds.get(kind)
         if hold is not None:
             await hold.wait()
+        if kind == "upload_part" and self.part_latency is not None:
+            await trio.sleep(self.part_latency(arrival))
         return response
 
     def _fault_for(self, kind: str) -> httpx.Response | BaseException | None:

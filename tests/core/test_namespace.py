@@ -7,26 +7,15 @@ import pytest
 import trio
 import trio.testing
 
-from openai_fs.namespace import BY_ID_INODE, BY_ID_NAME, ROOT_INODE, FileEntry, NoSuchEntry
+from openai_fs.namespace import BY_ID_INODE, BY_ID_NAME, ROOT_INODE, NoSuchEntry
+
+from .helpers import write_and_commit
 
 TTL = 30.0
 
 
 async def names_in(core, purpose: str) -> list[str]:
     return [name for name, _ in await core.namespace.list_directory(core.dir(purpose).inode)]
-
-
-async def write_and_commit(core, purpose: str, name: str, data: bytes) -> FileEntry:
-    """What create + write + close do: a new file, uploaded by the mount."""
-    directory = core.dir(purpose)
-    local = core.uploads.new_local(directory, name)
-    entry = core.namespace.add_unsent(directory, name, local)
-    entry.local = local
-    local.write(0, data)
-    await core.uploads.commit(entry, local)
-    entry.local = None
-    core.uploads.release_local(local, entry)
-    return entry
 
 
 async def test_a_listing_of_several_pages_is_fetched_once_per_ttl(fake, make_core,

@@ -1,0 +1,250 @@
+"""Uploads, replacements, deletes and moves (openai_fs/uploads.py), against the fake API."""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import hashlib
+import json
+import os
+import random
+
+import pytest
+
+from openai_fs import purposes
+from openai_fs.errors import FSError, RuleViolation, UploadFailed
+from openai_fs.names import SLASH
+from openai_fs.uploads import UploadSettings
+
+from .helpers import close, new_file, rewrite, write_and_commit
+
+PARTS = UploadSettings(multipart_threshold=1000, part_size=300, concurrency=8)
+
+
+def unsent_files(core) -> dict[str, bytes]:
+    folder = core.uploads.unsent_dir
+    if not folder.exists():
+        return {}
+    return {path.name: path.read_bytes() for path in folder.iterdir()}
+
+
+async def listed(core, purpose: str, name: str):
+    return await core.namespace.lookup(core.dir(purpose).inode, name)
+
+
+async def test_a_small_file_is_one_post_files_with_its_name_and_purpose(fake, core):
+    data = b"line\n" * 200
+    entry, local = new_file(core, "assistants", "notes.txt", data)
+    await core.uploads.commit(entry, local)
+
+    assert fake.kinds() == ["create_file"]
+    [call] = fake.of("create_file")
+    assert call.fields["purpose"] == "assistants"
+    assert call.file == ("notes.txt", data, "text/plain")
+    [made] = fake.by_name("notes.txt")
+    assert fake.blobs[made["id"]] == data
+    assert entry.file.id == made["id"] and entry.size == len(data)
+    assert core.dir("assistants").by_name["notes.txt"] is entry
+    assert not local.dirty and local.failure is None
+    await core.uploads.commit(entry, local)         # a second flush sends nothing
+    assert fake.kinds() == ["create_file"]
+
+
+async def test_a_large_file_goes_through_the_uploads_api_with_ordered_parts_and_md5(
+        fake, make_core, autojump_clock):
+    core = await make_core(settings=PARTS)
+    data = random.Random(5).randbytes(2000)            # 7 parts of at most 300 bytes
+    fake.part_latency = lambda arrival: 10.0 - arrival     # the first to arrive ends last
+    entry, local = new_file(core, "assistants", "big.bin", data)
+    await core.uploads.commit(entry, local)
+
+    assert fake.count("create_file") == 0
+    assert fake.kinds()[0] == "create_upload" and fake.kinds()[-1] == "complete_upload"
+    assert fake.count("upload_part") == 7
+    created = fake.of("create_upload")[0].fields
+    assert (created["filename"], created["purpose"], created["bytes"]) == (
+        "big.bin", "assistants", 2000)
+    complete = fake.of("complete_upload")[0].fields
+    assert complete["md5"] == hashlib.md5(data).hexdigest()
+    by_part = {part_id: fake.parts[part_id] for part_id in complete["part_ids"]}
+    assert [len(by_part[p]) for p in complete["part_ids"]] == [300] * 6 + [200]
+    assert b"".join(by_part[p] for p in complete["part_ids"]) == data
+    [made] = fake.by_name("big.bin")
+    assert fake.blobs[made["id"]] == data and entry.file.id == made["id"]
+
+
+async def test_a_failed_upload_is_cancelled_and_its_bytes_kept_in_unsent(fake, make_core):
+    core = await make_core(settings=PARTS)
+    data = random.Random(6).randbytes(2000)
+    fake.fail("upload_part", 400, message="part refused", skip=2)
+    entry, local = new_file(core, "assistants", "big.bin", data)
+    with pytest.raises(UploadFailed) as caught:
+        await core.uploads.commit(entry, local)
+
+    assert caught.value.errno == errno.EINVAL
+    assert "part refused" in caught.value.message
+    [upload] = fake.uploads.values()
+    assert upload["status"] == "cancelled"
+    assert fake.count("cancel_upload") == 1 and fake.count("complete_upload") == 0
+    assert fake.files == {}
+    assert local.failure is caught.value
+    assert list(unsent_files(core).values()) == [data]
+    assert str(core.uploads.unsent_dir) in caught.value.message
+    assert entry.removed and "big.bin" not in core.dir("assistants").by_name
+    assert [f["path"] for f in core.uploads.failures] == ["assistants/big.bin"]
+    with pytest.raises(UploadFailed):                    # a later flush says so again
+        await core.uploads.commit(entry, local)
+
+
+async def test_a_failed_replacement_leaves_the_old_file_under_its_name(fake, core):
+    old = fake.add("keep.txt", b"old")
+    entry = await listed(core, "assistants", "keep.txt")
+    local = rewrite(core, entry, b"brand new content")
+    assert entry.size == len(b"brand new content")
+    fake.fail("create_file", 413, message="too large")
+    with pytest.raises(UploadFailed) as caught:
+        await core.uploads.commit(entry, local)
+
+    assert caught.value.errno == errno.EFBIG
+    assert fake.count("delete") == 0 and set(fake.files) == {old["id"]}
+    assert core.dir("assistants").by_name["keep.txt"] is entry
+    assert entry.file.id == old["id"] and entry.size == 3 and entry.local is None
+    assert list(unsent_files(core).values()) == [b"brand new content"]
+
+
+@pytest.mark.parametrize("name", ["notes.txt", "data.json"])
+async def test_unsent_bytes_survive_the_close_after_a_failed_upload(fake, core, name):
+    entry, local = new_file(core, "assistants", name, b"precious")
+    fake.fail("create_file", 400)
+    with pytest.raises(UploadFailed):
+        await core.uploads.commit(entry, local)
+    close(core, entry, local)                       # the release that follows the flush
+    assert list(unsent_files(core).values()) == [b"precious"]
+
+
+@pytest.mark.parametrize(("purpose", "name", "code"), [
+    ("batch", "requests.txt", errno.EINVAL),
+    ("fine-tune", "train.json", errno.EINVAL),
+    ("batch_output", "x.jsonl", errno.EACCES),
+])
+async def test_files_that_break_a_purposes_rules_are_refused_before_any_request(
+        fake, core, purpose, name, code):
+    with pytest.raises(FSError) as caught:
+        core.uploads.check_new_file(core.dir(purpose), name)
+    assert caught.value.errno == code
+    core.uploads.check_new_file(core.dir("batch"), "requests.jsonl")
+    core.uploads.check_new_file(core.dir("fine-tune"), "TRAIN.JSONL")
+    assert fake.calls == []
+
+
+async def test_writing_past_the_purposes_limit_is_efbig(fake, core, monkeypatch):
+    monkeypatch.setattr(purposes, "max_file_bytes", lambda purpose: 1000)
+    entry, local = new_file(core, "assistants", "big.bin", b"x" * 1000)
+    with pytest.raises(RuleViolation) as caught:
+        local.write(1000, b"y")
+    assert caught.value.errno == errno.EFBIG
+    with pytest.raises(RuleViolation):               # the file stays refused
+        local.write(0, b"z")
+    with pytest.raises(RuleViolation):
+        await core.uploads.commit(entry, local)
+    other, spare = new_file(core, "assistants", "other.bin")
+    with pytest.raises(RuleViolation) as caught:
+        spare.truncate(1001)
+    assert caught.value.errno == errno.EFBIG
+    assert fake.calls == []
+
+
+async def test_a_replacement_is_uploaded_before_the_old_file_is_deleted(fake, core):
+    old = fake.add("r.txt", b"old bytes")
+    entry = await listed(core, "assistants", "r.txt")
+    inode = entry.inode
+    fake.calls.clear()
+    local = rewrite(core, entry, b"new bytes!")
+    await core.uploads.commit(entry, local)
+
+    assert fake.kinds() == ["create_file", "delete"]
+    assert fake.of("delete")[0].path == f"/v1/files/{old['id']}"
+    [new] = fake.files.values()
+    assert fake.blobs[new["id"]] == b"new bytes!" and new["filename"] == "r.txt"
+    assert core.dir("assistants").by_name["r.txt"] is entry
+    assert entry.file.id == new["id"] and entry.inode == inode
+
+
+async def test_delete_removes_the_file_and_a_second_delete_is_enoent(fake, core):
+    first = fake.add("a.txt", b"a")
+    second = fake.add("b.txt", b"b")
+    entry = await listed(core, "assistants", "a.txt")
+    await core.uploads.delete(entry)
+    assert fake.of("delete")[0].path == f"/v1/files/{first['id']}"
+    assert "a.txt" not in core.dir("assistants").by_name and first["id"] not in fake.files
+
+    gone = await listed(core, "assistants", "b.txt")
+    fake.remove(second["id"])                              # deleted elsewhere meanwhile
+    with pytest.raises(FSError) as caught:
+        await core.uploads.delete(gone)
+    assert caught.value.errno == errno.ENOENT
+    assert "b.txt" not in core.dir("assistants").by_name
+
+
+async def test_moving_an_uploaded_file_uploads_it_under_the_new_name_then_deletes(fake, core):
+    data = b"moving content"
+    old = fake.add("a.txt", data)
+    entry = await listed(core, "assistants", "a.txt")
+    inode = entry.inode
+    fake.calls.clear()
+    await core.uploads.move(entry, core.dir("user_data"), "b.txt", None)
+
+    kinds = [kind for kind in fake.kinds() if kind != "content"]
+    assert kinds == ["create_file", "delete"]
+    [post] = fake.of("create_file")
+    assert post.fields["purpose"] == "user_data" and post.file[:2] == ("b.txt", data)
+    assert fake.of("delete")[0].path == f"/v1/files/{old['id']}"
+    [new] = fake.files.values()
+    assert (new["filename"], new["purpose"], fake.blobs[new["id"]]) == ("b.txt", "user_data",
+                                                                         data)
+    assert core.dir("user_data").by_name["b.txt"] is entry and entry.inode == inode
+    assert "a.txt" not in core.dir("assistants").by_name
+
+
+async def test_moving_a_file_not_yet_uploaded_sends_nothing(fake, core):
+    entry, local = new_file(core, "assistants", "draft.txt", b"d")
+    await core.uploads.move(entry, core.dir("vision"), "final.txt", None)
+    assert fake.calls == []
+    assert core.dir("vision").by_name["final.txt"] is entry
+    assert "draft.txt" not in core.dir("assistants").by_name
+    await core.uploads.commit(entry, local)
+    [post] = fake.of("create_file")
+    assert post.fields["purpose"] == "vision" and post.file[0] == "final.txt"
+
+
+@pytest.mark.parametrize("name", ["plain.txt", f"a{SLASH}b.txt", "it\u201bs.txt"])
+async def test_a_new_file_keeps_the_name_it_was_created_under(fake, core, name):
+    entry = await write_and_commit(core, "assistants", name, b"hello")
+    assert core.dir("assistants").by_name.get(name) is entry, sorted(
+        core.dir("assistants").by_name)
+    assert await listed(core, "assistants", name) is entry
+
+
+async def test_a_dead_mounts_spool_is_moved_to_unsent(fake, tmp_path, make_core):
+    cache_dir = tmp_path / "cache"
+    dead = cache_dir / "spool" / "mount-1-dead"
+    dead.mkdir(parents=True)
+    (dead / ".lock").write_bytes(b"")
+    (dead / "0123abcd").write_bytes(b"half-written bytes")
+    (dead / "0123abcd.json").write_text(json.dumps({"purpose": "assistants",
+                                                    "name": "notes.txt", "created": 1}))
+    live = cache_dir / "spool" / "mount-2-live"
+    live.mkdir()
+    lock_fd = os.open(live / ".lock", os.O_CREAT | os.O_RDWR, 0o600)
+    fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)     # a mount that is still running
+    (live / "feedbeef").write_bytes(b"in progress")
+    try:
+        core = await make_core(cache_dir=cache_dir)
+        assert unsent_files(core) == {
+            "recovered-0123abcd-assistants-notes.txt": b"half-written bytes"}
+        assert not dead.exists()
+        assert (live / "feedbeef").read_bytes() == b"in progress"
+        assert core.uploads.spool_dir.parent == cache_dir / "spool"
+    finally:
+        os.close(lock_fd)
+    assert fake.calls == []
