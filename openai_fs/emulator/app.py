@@ -62,6 +62,9 @@ class RuntimeConfig:
     ignore_range: bool = False
     page_cap: int | None = None
     latency: float = 0.0
+    #: bytes per second each request's body and each response's body may move (a slower
+    #: link than loopback, for benchmarks that should resemble a real network); None: no limit
+    bandwidth: float | None = None
 
     def update(self, changes: dict) -> "RuntimeConfig":
         known = {f.name for f in fields(self)}
@@ -77,6 +80,11 @@ class RuntimeConfig:
         if isinstance(new.latency, bool) or not isinstance(new.latency, (int, float)) or new.latency < 0:
             raise errors.invalid("latency must be a non-negative number of seconds", param="latency")
         new.latency = float(new.latency)
+        if new.bandwidth is not None and (isinstance(new.bandwidth, bool)
+                                          or not isinstance(new.bandwidth, (int, float))
+                                          or new.bandwidth <= 0):
+            raise errors.invalid("bandwidth must be null or a positive number of bytes per second",
+                                 param="bandwidth")
         return new
 
 
@@ -103,6 +111,25 @@ class RequestLog:
 
     def clear(self) -> None:
         self._entries.clear()
+
+
+class _Pacer:
+    """Holds a body to ``bandwidth`` bytes per second by sleeping after each piece."""
+
+    def __init__(self, bandwidth: float | None) -> None:
+        self.bandwidth = bandwidth
+        self.started: float | None = None
+        self.total = 0
+
+    async def moved(self, count: int) -> None:
+        if not self.bandwidth or not count:
+            return
+        if self.started is None:
+            self.started = time.monotonic()
+        self.total += count
+        ahead = self.total / self.bandwidth - (time.monotonic() - self.started)
+        if ahead > 0:
+            await asyncio.sleep(ahead)
 
 
 class _Dropped(Exception):
@@ -397,9 +424,13 @@ class EmulatorApp:
         method, path = scope["method"], scope["path"]
         raw_receive = receive
 
+        upstream = _Pacer(self.config.bandwidth)
+        downstream = _Pacer(self.config.bandwidth)
+
         async def counting_receive() -> dict:
             message = await raw_receive()
             entry["request_bytes"] += len(message.get("body", b""))
+            await upstream.moved(len(message.get("body", b"")))
             return message
 
         async def counting_send(message: dict) -> None:
@@ -407,6 +438,7 @@ class EmulatorApp:
                 entry["status"] = message["status"]
             else:
                 entry["response_bytes"] += len(message.get("body", b""))
+                await downstream.moved(len(message.get("body", b"")))
             await send(message)
 
         started = time.monotonic()

@@ -13,6 +13,7 @@ from pathlib import Path
 import uvicorn
 
 from openai_fs.emulator.app import EmulatorApp, RuntimeConfig
+from openai_fs.options import OptionError, parse_size
 from openai_fs.emulator.faults import FaultRule, parse_spec
 from openai_fs.emulator.samples import seed_demo
 from openai_fs.emulator.store import Store
@@ -41,6 +42,16 @@ log = logging.getLogger("openai_fs.emulator")
 def default_data_dir() -> Path:
     base = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")
     return Path(base) / "openai-fs" / "emulator"
+
+
+def _bandwidth(text: str) -> float:
+    try:
+        value = parse_size(text)
+    except OptionError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError("the bandwidth must be positive")
+    return float(value)
 
 
 def _non_negative(value: str) -> float:
@@ -83,6 +94,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="return at most N files per listing page, whatever the limit")
     parser.add_argument("--latency", type=_non_negative, default=0.0, metavar="SECONDS",
                         help="delay every /v1 request by this long")
+    parser.add_argument("--bandwidth", type=_bandwidth, default=None, metavar="BYTES_PER_S",
+                        help="move each request and response body at most this fast (K/M/G "
+                             "suffixes), to resemble a real network link; default: no limit")
     parser.add_argument("--fault", type=_fault, action="append", default=[], metavar="SPEC",
                         help="inject a fault (repeatable; see above)")
     parser.add_argument("--seed-demo", action="store_true",
@@ -136,7 +150,7 @@ def run(args: argparse.Namespace) -> int:
         log.info("seeded %d demo files", len(seeded))
     app = EmulatorApp(store, api_key=api_key, faults=args.fault, log_access=args.access_log,
                       config=RuntimeConfig(ignore_range=args.ignore_range, page_cap=args.page_cap,
-                                           latency=args.latency))
+                                           latency=args.latency, bandwidth=args.bandwidth))
     try:
         sock = _bind(args.host, args.port)
     except OSError as exc:

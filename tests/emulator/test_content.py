@@ -77,6 +77,17 @@ def test_ignore_range_at_runtime(api, ctl, file_id):
     assert api.get(f"/files/{file_id}/content", headers={"Range": "bytes=0-9"}).status_code == 206
 
 
+def test_bandwidth_limit_is_validated_and_keeps_bodies_intact(api, ctl, file_id):
+    assert ctl.set_config(bandwidth=50_000_000)["bandwidth"] == 50_000_000
+    assert api.get(f"/files/{file_id}/content").content == CONTENT
+    r = api.get(f"/files/{file_id}/content", headers={"Range": "bytes=100-199"})
+    assert r.status_code == 206 and r.content == CONTENT[100:200]
+    for bad in (0, -1, True, "fast"):
+        with pytest.raises(Exception, match="bandwidth"):
+            ctl.set_config(bandwidth=bad)
+    assert ctl.set_config(bandwidth=None)["bandwidth"] is None
+
+
 def test_ignore_range_from_the_command_line(tmp_path, spec_checker):
     with EmulatorProcess(tmp_path / "data", extra_args=["--ignore-range"]) as emu, \
             httpx.Client(base_url=emu.base_url, headers={"Authorization": "Bearer k"},

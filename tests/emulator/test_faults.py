@@ -209,7 +209,8 @@ def test_reset_clears_faults_and_config(api, ctl):
     ctl.set_config(page_cap=3, latency=0.01, ignore_range=True)
     ctl.reset()
     assert ctl.faults() == [] and ctl.requests() == []
-    assert ctl.config() == {"ignore_range": False, "page_cap": None, "latency": 0.0}
+    assert ctl.config() == {"ignore_range": False, "page_cap": None, "latency": 0.0,
+                            "bandwidth": None}
     assert api.get("/files").status_code == 200
 
 

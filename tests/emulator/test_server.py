@@ -140,7 +140,8 @@ def test_config_validation(ctl):
     for change in ({"page_cap": 0}, {"page_cap": "3"}, {"latency": -1}, {"ignore_range": "yes"}, {"colour": 1}):
         with pytest.raises(EmulatorControlError):
             ctl.set_config(**change)
-    assert ctl.config() == {"ignore_range": False, "page_cap": None, "latency": 0.0}
+    assert ctl.config() == {"ignore_range": False, "page_cap": None, "latency": 0.0,
+                            "bandwidth": None}
 
 
 def test_clock(ctl, emulator):
