@@ -274,3 +274,17 @@ async def test_directories_links_and_special_files_are_refused(fake, core):
     assert await fuse_errno(core.ops.create(core.dir("batch_output").inode, b"x.jsonl", 0o644,
                                             os.O_WRONLY | os.O_CREAT, Ctx())) == errno.EACCES
     assert fake.count("create_file", "delete") == 0
+
+
+async def test_an_open_file_can_still_be_read_after_rm(fake, core):
+    data = os.urandom(300_000)
+    made = fake.add("open.bin", data)
+    assistants = core.dir("assistants").inode
+    attr = await core.ops.lookup(assistants, b"open.bin", Ctx())
+    info = await core.ops.open(attr.st_ino, os.O_RDONLY, Ctx())
+    await core.ops.unlink(assistants, b"open.bin", Ctx())
+    assert made["id"] not in fake.files and fake.count("delete") == 1
+    assert await fuse_errno(core.ops.lookup(assistants, b"open.bin", Ctx())) == errno.ENOENT
+    assert await core.ops.read(info.fh, 1000, 5000) == data[1000:6000]
+    await core.ops.release(info.fh)
+    assert not core.disk.path(made["id"]).exists() and core.disk.used == 0

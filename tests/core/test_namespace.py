@@ -55,10 +55,11 @@ async def test_a_stale_listing_is_fetched_again_and_shows_what_changed(fake, mak
     with pytest.raises(NoSuchEntry):
         await core.namespace.lookup(assistants, "late.txt")
     fake.add("late.txt", b"hello")
+    await trio.sleep(TTL / 2)
     with pytest.raises(NoSuchEntry):                 # still trusting the listing
         await core.namespace.lookup(assistants, "late.txt")
     assert fake.count("list") == 1
-    await trio.sleep(TTL + 1)
+    await trio.sleep(TTL / 2 + 1)
     entry = await core.namespace.lookup(assistants, "late.txt")
     assert entry.size == 5 and fake.count("list") == 2
 
