@@ -248,3 +248,25 @@ async def test_a_dead_mounts_spool_is_moved_to_unsent(fake, tmp_path, make_core)
     finally:
         os.close(lock_fd)
     assert fake.calls == []
+
+
+async def test_a_failed_upload_of_a_long_multibyte_name_keeps_its_bytes(fake, core):
+    name = "日" * 80 + ".txt"                        # 244 bytes: a valid name
+    entry, local = new_file(core, "assistants", name, b"precious")
+    fake.fail("create_file", 400)
+    with pytest.raises(UploadFailed):
+        await core.uploads.commit(entry, local)
+    close(core, entry, local)
+    assert list(unsent_files(core).values()) == [b"precious"]
+
+
+async def test_a_dead_mounts_spool_of_a_long_name_is_recovered(fake, tmp_path, make_core):
+    cache_dir = tmp_path / "cache"
+    dead = cache_dir / "spool" / "mount-1-dead"
+    dead.mkdir(parents=True)
+    (dead / "0123abcd").write_bytes(b"half-written bytes")
+    (dead / "0123abcd.json").write_text(json.dumps({"purpose": "assistants",
+                                                    "name": "n" * 250 + ".txt"}))
+    core = await make_core(cache_dir=cache_dir)
+    assert list(unsent_files(core).values()) == [b"half-written bytes"]
+    assert not dead.exists()
