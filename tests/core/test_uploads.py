@@ -28,6 +28,17 @@ def unsent_files(core) -> dict[str, bytes]:
     return {path.name: path.read_bytes() for path in folder.iterdir()}
 
 
+def leave_dead_spool(cache_dir, name: str):
+    """The spool folder of a mount that died while writing ``assistants/<name>``."""
+    dead = cache_dir / "spool" / "mount-1-dead"
+    dead.mkdir(parents=True)
+    (dead / ".lock").write_bytes(b"")                   # its lock died with it
+    (dead / "0123abcd").write_bytes(b"half-written bytes")
+    (dead / "0123abcd.json").write_text(json.dumps({"purpose": "assistants", "name": name,
+                                                    "created": 1}))
+    return dead
+
+
 async def listed(core, purpose: str, name: str):
     return await core.namespace.lookup(core.dir(purpose).inode, name)
 
@@ -112,7 +123,10 @@ async def test_a_failed_replacement_leaves_the_old_file_under_its_name(fake, cor
     assert list(unsent_files(core).values()) == [b"brand new content"]
 
 
-@pytest.mark.parametrize("name", ["notes.txt", "data.json"])
+@pytest.mark.parametrize("name", [
+    "notes.txt", "data.json",
+    pytest.param("日" * 80 + ".txt", id="long-multibyte-name"),     # 244 bytes: valid
+])
 async def test_unsent_bytes_survive_the_close_after_a_failed_upload(fake, core, name):
     entry, local = new_file(core, "assistants", name, b"precious")
     fake.fail("create_file", 400)
@@ -227,12 +241,7 @@ async def test_a_new_file_keeps_the_name_it_was_created_under(fake, core, name):
 
 async def test_a_dead_mounts_spool_is_moved_to_unsent(fake, tmp_path, make_core):
     cache_dir = tmp_path / "cache"
-    dead = cache_dir / "spool" / "mount-1-dead"
-    dead.mkdir(parents=True)
-    (dead / ".lock").write_bytes(b"")
-    (dead / "0123abcd").write_bytes(b"half-written bytes")
-    (dead / "0123abcd.json").write_text(json.dumps({"purpose": "assistants",
-                                                    "name": "notes.txt", "created": 1}))
+    dead = leave_dead_spool(cache_dir, "notes.txt")
     live = cache_dir / "spool" / "mount-2-live"
     live.mkdir()
     lock_fd = os.open(live / ".lock", os.O_CREAT | os.O_RDWR, 0o600)
@@ -250,23 +259,9 @@ async def test_a_dead_mounts_spool_is_moved_to_unsent(fake, tmp_path, make_core)
     assert fake.calls == []
 
 
-async def test_a_failed_upload_of_a_long_multibyte_name_keeps_its_bytes(fake, core):
-    name = "日" * 80 + ".txt"                        # 244 bytes: a valid name
-    entry, local = new_file(core, "assistants", name, b"precious")
-    fake.fail("create_file", 400)
-    with pytest.raises(UploadFailed):
-        await core.uploads.commit(entry, local)
-    close(core, entry, local)
-    assert list(unsent_files(core).values()) == [b"precious"]
-
-
 async def test_a_dead_mounts_spool_of_a_long_name_is_recovered(fake, tmp_path, make_core):
     cache_dir = tmp_path / "cache"
-    dead = cache_dir / "spool" / "mount-1-dead"
-    dead.mkdir(parents=True)
-    (dead / "0123abcd").write_bytes(b"half-written bytes")
-    (dead / "0123abcd.json").write_text(json.dumps({"purpose": "assistants",
-                                                    "name": "n" * 250 + ".txt"}))
+    dead = leave_dead_spool(cache_dir, "n" * 250 + ".txt")
     core = await make_core(cache_dir=cache_dir)
     assert list(unsent_files(core).values()) == [b"half-written bytes"]
     assert not dead.exists()
