@@ -125,6 +125,13 @@ class DiskCache:
 
     def pin(self, file_id: str) -> None:
         self._pinned[file_id] = self._pinned.get(file_id, 0) + 1
+        if file_id in self._sizes:
+            self.touch(file_id)
+            # the mtime carries the use order to the next mount (see scan)
+            try:
+                os.utime(self.path(file_id))
+            except OSError:
+                pass
 
     def unpin(self, file_id: str) -> None:
         count = self._pinned.get(file_id, 0) - 1

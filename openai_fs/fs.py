@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 import pyfuse3
+import trio
 
 from openai_fs import names
 from openai_fs.api import APIError, FileObject
@@ -223,6 +224,7 @@ class Operations(pyfuse3.Operations):
         if flags & os.O_ACCMODE != os.O_RDONLY or flags & os.O_TRUNC:
             return await self._open_for_writing(entry, flags)
         if entry.local is not None:
+            self.uploads.reopened(entry)
             entry.local.handles += 1
             fh = self._add_handle(Handle(entry, entry.file, entry.local))
             return pyfuse3.FileInfo(fh=fh, keep_cache=False)
@@ -247,6 +249,7 @@ class Operations(pyfuse3.Operations):
             entry.local = local
         elif flags & os.O_TRUNC:
             local.truncate(0)
+        self.uploads.reopened(entry)
         local.handles += 1
         self._kernel_cached.pop(entry.inode, None)
         fh = self._add_handle(Handle(entry, entry.file, local, writable=True))
@@ -307,11 +310,21 @@ class Operations(pyfuse3.Operations):
     async def flush(self, fh: int) -> None:
         handle = self._handles[fh]
         if handle.writable and handle.entry is not None and handle.local is not None:
+            if self.uploads.defers(handle.entry):
+                return      # a temporary file: uploaded when renamed (see UploadEngine.defers)
             await self.uploads.commit(handle.entry, handle.local)
 
     @_handler
     async def fsync(self, fh: int, datasync: bool) -> None:
-        await self.flush(fh)
+        handle = self._handles[fh]
+        if handle.writable and handle.entry is not None and handle.local is not None:
+            if self.uploads.defers(handle.entry):
+                # rsync --fsync and GIO sync their temporary file just before renaming it:
+                # make its spool durable (a later mount recovers it after a crash); the
+                # upload follows at the rename
+                await trio.to_thread.run_sync(os.fsync, handle.local.fd)
+                return
+            await self.uploads.commit(handle.entry, handle.local)
 
     @_handler
     async def release(self, fh: int) -> None:
@@ -321,6 +334,10 @@ class Operations(pyfuse3.Operations):
             local = handle.local
             local.handles -= 1
             if local.handles > 0:
+                return
+            if local.dirty and local.failure is None and not local.discarded and \
+                    self.uploads.defers(entry):
+                self.uploads.hold(entry, local)
                 return
             if local.dirty and local.failure is None and not local.discarded:
                 # written without a flush (e.g. through mmap): the last chance to upload

@@ -200,7 +200,7 @@ async def _serve(options: MountOptions, client: FilesClient, readiness: Readines
             uploads = UploadEngine(client, namespace, cache, UploadSettings(
                 multipart_threshold=options.multipart_threshold, part_size=options.part_size,
                 concurrency=options.upload_concurrency, expires_after=options.expires_after),
-                cache_dir)
+                cache_dir, nursery=nursery)
 
             def status() -> dict[str, object]:
                 return {"pid": os.getpid(), "version": __version__,
@@ -233,6 +233,8 @@ async def _serve(options: MountOptions, client: FilesClient, readiness: Readines
                 await pyfuse3.main()
                 clean = True
             finally:
+                with trio.CancelScope(shield=True):
+                    await uploads.upload_held()     # temporary files nobody renamed
                 nursery.cancel_scope.cancel()
                 pyfuse3.close(unmount=clean)
                 cache.close()

@@ -94,6 +94,9 @@ class FileEntry:
     #: gone from the namespace (deleted, replaced away, or no longer listed)
     removed: bool = False
     created: float = field(default_factory=time.time)
+    #: server files this one took the name of (a rename over them before it was uploaded):
+    #: deleted once it is uploaded, and shown again if that upload fails
+    supersedes: list[FileObject] = field(default_factory=list)
 
     @property
     def purpose(self) -> str:
@@ -285,8 +288,11 @@ class Namespace:
                           file_id)
                 self._drop(entry)
         for found in current.values():
-            if found.id not in directory.files:
+            known = directory.files.get(found.id)
+            if known is None:
                 self._server_entry(directory, found)
+            elif known.file != found and known.file is not None and known.file.id == found.id:
+                known.file = found          # status or expiry changed; the bytes cannot
         self._rename_all(directory)
 
     # ------------------------------------------------------------- mutations
@@ -366,6 +372,14 @@ class Namespace:
         self._rename_all(source, notify=False)
         if target is not source:
             self._rename_all(target, notify=False)
+
+    def restore(self, file: FileObject) -> None:
+        """Show a server file again that the mount had hidden (a replacement that failed)."""
+        directory = self.purpose_dir(file.purpose)
+        directory.recent_deletes.pop(file.id, None)
+        self.total_listed_bytes += file.bytes
+        self._server_entry(directory, file)
+        self._rename_all(directory)
 
     def refresh_names(self, directory: PurposeDir) -> None:
         self._rename_all(directory)
@@ -449,7 +463,10 @@ class Namespace:
         wanted: dict[FileEntry, str] = {}
         for entry in sorted(directory.files.values(), key=lambda e: e.inode):
             wanted[entry] = names.encode(entry.file.filename) if entry.file else entry.name
-        for _round in range(3):
+        # Each round gives every claimant of a clashing name a longer, id-bearing name; a
+        # clash can only persist while some real filename equals such a longer name, so the
+        # rounds end after at most one per file.
+        for _round in range(len(wanted) + 2):
             claims: dict[str, list[FileEntry]] = {}
             for entry, name in wanted.items():
                 claims.setdefault(name, []).append(entry)
@@ -459,7 +476,8 @@ class Namespace:
                 break
             for name in clashes:
                 for entry in claims[name]:
-                    wanted[entry] = names.with_id(name, entry.file.id if entry.file else "")
+                    if entry.file is not None:
+                        wanted[entry] = names.with_id(name, entry.file.id)
         by_name = {name: entry for name, entry in directory.unsent.items()}
         for entry, name in wanted.items():
             by_name.setdefault(name, entry)

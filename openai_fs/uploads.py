@@ -43,6 +43,11 @@ log = logging.getLogger(__name__)
 _MULTIPART_UNSAFE = re.compile(r'["\\\x00-\x1f\x7f]')
 #: how many failed uploads ``status`` remembers
 FAILURES_KEPT = 20
+#: temporary files of tools that write a copy and then rename it over the real name: rsync
+#: (``.NAME.XXXXXX``) and GIO, i.e. GNOME Files, gio copy and gio save (``.goutputstream-XXXXXX``)
+TEMPORARY_NAME = re.compile(r"^\.goutputstream-[A-Za-z0-9]{6}$|^\..+\.[A-Za-z0-9]{6}$")
+#: a temporary file nobody renamed is uploaded under its own name this long after its last close
+HOLD_SECONDS = 5.0
 
 
 @dataclass
@@ -74,6 +79,8 @@ class LocalFile:
     #: a server file whose bytes this spool stands for but has not fetched yet: opening a file
     #: for writing without O_TRUNC costs nothing until something reads or changes it
     base: FileObject | None = None
+    #: what the spool is, for a later mount if this one dies (see _recover_dead_spools)
+    sidecar: Path | None = None
 
     def check_size(self, end: int) -> None:
         limit = purposes.max_file_bytes(self.purpose)
@@ -144,20 +151,27 @@ class UploadEngine:
     """Turns local writes into server files, and deletes and moves server files."""
 
     def __init__(self, client: FilesClient, namespace: Namespace, cache: ContentCache,
-                 settings: UploadSettings, cache_dir: Path) -> None:
+                 settings: UploadSettings, cache_dir: Path,
+                 nursery: trio.Nursery | None = None) -> None:
         self.client = client
+        #: runs the deferred uploads of temporary files; without one nothing is deferred
+        self._nursery = nursery
+        self._held: dict[FileEntry, LocalFile] = {}
         self.namespace = namespace
         self.cache = cache
         self.settings = settings
         self.unsent_dir = cache_dir / "unsent"
         spool_root = cache_dir / "spool"
         spool_root.mkdir(parents=True, exist_ok=True, mode=0o700)
-        self._recover_dead_spools(spool_root)
-        self.spool_dir = spool_root / f"mount-{os.getpid()}-{secrets.token_hex(3)}"
-        self.spool_dir.mkdir(mode=0o700)
-        self._lock_fd = os.open(self.spool_dir / ".lock", os.O_CREAT | os.O_RDWR | os.O_CLOEXEC,
-                                0o600)
+        # The lock file beside the folder is taken before the folder exists, so a mount
+        # starting at the same moment never mistakes this folder for a dead mount's.
+        name = f"mount-{os.getpid()}-{secrets.token_hex(3)}"
+        self._lock_fd = os.open(spool_root / f"{name}.lock",
+                                os.O_CREAT | os.O_RDWR | os.O_CLOEXEC, 0o600)
         fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        self._recover_dead_spools(spool_root)
+        self.spool_dir = spool_root / name
+        self.spool_dir.mkdir(mode=0o700)
         self.transfers: set[Transfer] = set()
         self.failures: deque[dict[str, object]] = deque(maxlen=FAILURES_KEPT)
         self.completed = 0
@@ -170,6 +184,10 @@ class UploadEngine:
         """Refuse a new file that could never be uploaded, before any byte is written."""
         if not directory.writable:
             raise _not_writable(directory)
+        if not names.is_canonical(name):
+            raise RuleViolation(errno.EINVAL, f"{directory.name}/{name}: refused, the name "
+                                              "uses the escape mark \u201b in a way the name "
+                                              "rule cannot keep (see docs/SEMANTICS.md)")
         filename = _server_filename(name)
         problem = purposes.filename_problem(directory.purpose or "", filename)
         if problem:
@@ -184,9 +202,10 @@ class UploadEngine:
         path = self.spool_dir / secrets.token_hex(8)
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
         # the sidecar lets a later mount say what a dead mount's spool file was
-        (path.with_suffix(".json")).write_text(json.dumps(
+        sidecar = path.with_suffix(".json")
+        sidecar.write_text(json.dumps(
             {"purpose": directory.purpose, "name": name, "created": time.time()}))
-        return LocalFile(path, fd, directory.purpose or "")
+        return LocalFile(path, fd, directory.purpose or "", sidecar=sidecar)
 
     def open_existing(self, entry: FileEntry) -> LocalFile:
         """A spool standing for the current content of a server file (to change it in place);
@@ -230,14 +249,14 @@ class UploadEngine:
         """The last handle of a spool file closed: keep its bytes in the content cache when they
         are a server file's content, otherwise remove them (unsent bytes were moved away)."""
         local.close()
-        sidecar = local.path.with_suffix(".json")
         kept = (entry is not None and entry.file is not None and not local.dirty
                 and local.base is None and local.failure is None and not local.discarded
                 and local.path.parent == self.spool_dir
                 and self.cache.adopt(entry.file, local.path))
         if not kept and local.path.parent == self.spool_dir:
             local.path.unlink(missing_ok=True)
-        sidecar.unlink(missing_ok=True)
+        if local.sidecar is not None:
+            local.sidecar.unlink(missing_ok=True)
 
     # --------------------------------------------------------------- commit
 
@@ -261,10 +280,11 @@ class UploadEngine:
                 raise self._failed(entry, local, where, exc) from None
             local.dirty = False
             replaced = self.namespace.uploaded(entry, uploaded)
+            superseded, entry.supersedes = entry.supersedes, []
             self.completed += 1
             log.info("uploaded %s as %s (%d bytes)", where, uploaded.id, uploaded.bytes)
-        if replaced is not None:
-            await self._delete_replaced(where, replaced)
+        for old in ([replaced] if replaced is not None else []) + superseded:
+            await self._delete_replaced(where, old)
 
     async def _upload(self, where: str, filename: str, purpose: str, path: Path,
                       size: int) -> FileObject:
@@ -305,21 +325,31 @@ class UploadEngine:
                 self.namespace.removed(entry)
             else:                           # a replacement: the name holds the old file
                 self.namespace.refresh_names(entry.directory)
+        for hidden in entry.supersedes:     # files it was renamed over are shown again
+            self.namespace.restore(hidden)
+        entry.supersedes = []
         return failure
 
     def _keep_unsent(self, local: LocalFile, entry: FileEntry) -> Path:
-        self.unsent_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         stamp = time.strftime("%Y%m%d-%H%M%S")
-        safe = entry.name.replace("/", "_")[:200]
-        target = self.unsent_dir / f"{stamp}-{entry.purpose}-{safe}"
-        counter = 1
-        while target.exists():
-            counter += 1
-            target = self.unsent_dir / f"{stamp}-{entry.purpose}-{counter}-{safe}"
+        target = self._unsent_path(f"{stamp}-{entry.purpose}-", entry.name)
         os.replace(local.path, target)
-        local.path.with_suffix(".json").unlink(missing_ok=True)
+        if local.sidecar is not None:
+            local.sidecar.unlink(missing_ok=True)
+            local.sidecar = None
         local.path = target
         return target
+
+    def _unsent_path(self, prefix: str, name: str) -> Path:
+        """A new path in ``unsent/``: the prefix, then as much of the name as fits."""
+        self.unsent_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        for counter in range(1, 10_000):
+            head = prefix if counter == 1 else f"{prefix}{counter}-"
+            target = self.unsent_dir / (head + names.cut(name.replace("/", "_"),
+                                                         names.MAX_NAME_BYTES - len(head)))
+            if not target.exists():
+                return target
+        raise OSError(errno.EEXIST, "no free name in the unsent folder")
 
     async def _delete_replaced(self, where: str, old: FileObject) -> None:
         try:
@@ -341,6 +371,10 @@ class UploadEngine:
             raise _not_writable(entry.directory)
         if entry.local is not None:
             entry.local.discarded = True
+        held = self._held.pop(entry, None)
+        if held is not None:
+            self.release_local(held, entry)
+            entry.local = None
         if entry.file is None:
             self.namespace.removed(entry)
             return
@@ -372,6 +406,10 @@ class UploadEngine:
             raise _not_writable(target)
         if not entry.directory.writable:
             raise _not_writable(entry.directory)
+        if not names.is_canonical(name):
+            raise RuleViolation(errno.EINVAL, f"{target.name}/{name}: refused, the name uses "
+                                              "the escape mark \u201b in a way the name rule "
+                                              "cannot keep (see docs/SEMANTICS.md)")
         filename = _server_filename(name)
         violation = rule_violation(target.purpose or "", filename, entry.size,
                                    f"{target.name}/{name}")
@@ -383,11 +421,19 @@ class UploadEngine:
                                        f"{violation.message} (answered EXDEV)",
                           level=logging.INFO)
         if entry.file is None:
-            if replaced is not None:
-                await self.delete(replaced)
             if entry.local is not None:
                 entry.local.purpose = target.purpose or ""
+            if replaced is not None:
+                # the file it replaces disappears from view now and from the server only once
+                # this one is uploaded, so a failed upload loses nothing
+                if replaced.file is not None:
+                    entry.supersedes.append(replaced.file)
+                if replaced.local is not None:
+                    replaced.local.discarded = True
+                self.namespace.removed(replaced)
             self.namespace.rename_unsent(entry, target, name)
+            if entry in self._held and not self.defers(entry):
+                await self._upload_held(entry)      # e.g. rsync's temp file, now in place
             return
         old = entry.file
         where = f"{target.name}/{name}"
@@ -424,6 +470,53 @@ class UploadEngine:
         local.close()
         return local.path, True
 
+    # ------------------------------------------------- deferred temporary files
+
+    def defers(self, entry: FileEntry) -> bool:
+        """Whether closing this file holds its upload back: a new file under a temporary name
+        of rsync or GIO, which is renamed to its real name right after it is closed. The
+        upload then happens inside that rename (which reports its failure), once, under the
+        final name, instead of once under the temporary name and again after the rename."""
+        return (self._nursery is not None and entry.file is None
+                and TEMPORARY_NAME.match(entry.name) is not None)
+
+    def hold(self, entry: FileEntry, local: LocalFile) -> None:
+        """The last handle of a deferred file closed: keep its spool until it is renamed, or
+        upload it under its own name after :data:`HOLD_SECONDS`."""
+        assert self._nursery is not None
+        self._held[entry] = local
+        self._nursery.start_soon(self._upload_if_left, entry, local)
+
+    def reopened(self, entry: FileEntry) -> None:
+        self._held.pop(entry, None)
+
+    async def _upload_if_left(self, entry: FileEntry, local: LocalFile) -> None:
+        await trio.sleep(HOLD_SECONDS)
+        if self._held.get(entry) is local:
+            log.info("%s/%s was not renamed; uploading it under its own name",
+                     entry.directory.name, entry.name)
+            try:
+                await self._upload_held(entry)
+            except FSError as exc:
+                log.error("%s", exc.message)
+
+    async def _upload_held(self, entry: FileEntry) -> None:
+        local = self._held.pop(entry)
+        try:
+            await self.commit(entry, local)
+        finally:
+            if entry.local is local:
+                entry.local = None
+            self.release_local(local, entry)
+
+    async def upload_held(self) -> None:
+        """Upload every deferred file now (the mount is being unmounted)."""
+        for entry in list(self._held):
+            try:
+                await self._upload_held(entry)
+            except FSError as exc:
+                log.error("%s", exc.message)
+
     # --------------------------------------------------------------- status
 
     def _started(self, transfer: Transfer) -> None:
@@ -442,11 +535,13 @@ class UploadEngine:
     def statistics(self) -> dict[str, object]:
         return {"in_flight": [t.as_dict() for t in sorted(self.transfers,
                                                           key=lambda t: t.started)],
+                "held": [f"{e.directory.name}/{e.name}" for e in self._held],
                 "completed": self.completed, "failed": list(self.failures),
                 "spool_dir": str(self.spool_dir), "unsent_dir": str(self.unsent_dir)}
 
     def close(self) -> None:
         shutil.rmtree(self.spool_dir, ignore_errors=True)
+        (self.spool_dir.parent / f"{self.spool_dir.name}.lock").unlink(missing_ok=True)
         os.close(self._lock_fd)
 
     # -------------------------------------------------------------- recovery
@@ -454,9 +549,9 @@ class UploadEngine:
     def _recover_dead_spools(self, spool_root: Path) -> None:
         """Move what dead mounts left in their spools to ``unsent/``, and say so."""
         for folder in spool_root.iterdir():
-            lock = folder / ".lock"
             if not folder.is_dir():
                 continue
+            lock = spool_root / f"{folder.name}.lock"
             try:
                 fd = os.open(lock, os.O_RDWR | os.O_CLOEXEC)
             except FileNotFoundError:
@@ -470,17 +565,18 @@ class UploadEngine:
                 os.close(fd)
             rescued = []
             for path in folder.iterdir():
-                if path.suffix == ".json" or path.name == ".lock":
+                if path.suffix == ".json":
                     continue
                 info = _read_sidecar(path.with_suffix(".json"))
                 if path.stat().st_size == 0 and not info:
                     continue
-                self.unsent_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-                label = f"{info.get('purpose', 'unknown')}-{info.get('name', path.name)}"
-                target = self.unsent_dir / f"recovered-{path.name}-{label.replace('/', '_')}"
+                target = self._unsent_path(
+                    f"recovered-{info.get('purpose', 'unknown')}-",
+                    str(info.get("name", path.name)))
                 os.replace(path, target)
                 rescued.append(str(target))
             shutil.rmtree(folder, ignore_errors=True)
+            lock.unlink(missing_ok=True)
             if rescued:
                 log.warning("a previous mount stopped while %d file(s) were being written; "
                             "they were not uploaded and are kept in %s: %s", len(rescued),

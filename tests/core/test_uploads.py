@@ -32,7 +32,7 @@ def leave_dead_spool(cache_dir, name: str):
     """The spool folder of a mount that died while writing ``assistants/<name>``."""
     dead = cache_dir / "spool" / "mount-1-dead"
     dead.mkdir(parents=True)
-    (dead / ".lock").write_bytes(b"")                   # its lock died with it
+    (cache_dir / "spool" / "mount-1-dead.lock").write_bytes(b"")   # its lock died with it
     (dead / "0123abcd").write_bytes(b"half-written bytes")
     (dead / "0123abcd.json").write_text(json.dumps({"purpose": "assistants", "name": name,
                                                     "created": 1}))
@@ -244,13 +244,14 @@ async def test_a_dead_mounts_spool_is_moved_to_unsent(fake, tmp_path, make_core)
     dead = leave_dead_spool(cache_dir, "notes.txt")
     live = cache_dir / "spool" / "mount-2-live"
     live.mkdir()
-    lock_fd = os.open(live / ".lock", os.O_CREAT | os.O_RDWR, 0o600)
+    lock_fd = os.open(cache_dir / "spool" / "mount-2-live.lock", os.O_CREAT | os.O_RDWR, 0o600)
     fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)     # a mount that is still running
     (live / "feedbeef").write_bytes(b"in progress")
     try:
         core = await make_core(cache_dir=cache_dir)
         assert unsent_files(core) == {
-            "recovered-0123abcd-assistants-notes.txt": b"half-written bytes"}
+            "recovered-assistants-notes.txt": b"half-written bytes"}
+        assert not (cache_dir / "spool" / "mount-1-dead.lock").exists()
         assert not dead.exists()
         assert (live / "feedbeef").read_bytes() == b"in progress"
         assert core.uploads.spool_dir.parent == cache_dir / "spool"

@@ -10,7 +10,7 @@ import threading
 
 import pytest
 
-from fusetools import content_requests, delete_on_server, run
+from fusetools import content_requests, delete_on_server, run, wait_for
 
 MiB = 1024 * 1024
 
@@ -104,8 +104,11 @@ def test_random_reads_without_range_support_use_one_download_to_disk(mount, seed
         os.close(fd)
     # at most one probe that learnt Range is ignored, then the one download serves the rest
     assert len(content_requests(emulator.control, made["id"])) <= 2
-    cached = list((mounted.cache_dir / "content").glob(f"*/{made['id']}"))
+    # the reads return as soon as the download passed them; the download then completes
+    cached = wait_for(lambda: list((mounted.cache_dir / "content").glob(f"*/{made['id']}")),
+                      timeout=30, message="the download to finish")
     assert len(cached) == 1 and cached[0].stat().st_size == len(data)
+    assert len(content_requests(emulator.control, made["id"])) <= 2
 
 
 def test_memory_stays_bounded_when_the_disk_cache_is_off(mount, seed, emulator):

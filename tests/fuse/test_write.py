@@ -43,6 +43,10 @@ def only_file(emulator, purpose: str, filename: str) -> dict:
     return matches[0]
 
 
+def posts(emulator) -> list[dict]:
+    return [r for r in emulator.control.requests() if r["method"] == "POST"]
+
+
 def open_uploads(emulator) -> list[dict]:
     return [u for u in emulator.control.state()["uploads"] if u["status"] == "pending"]
 
@@ -254,9 +258,14 @@ def test_rsync_leaves_exactly_the_intended_files(mount, emulator, tmp_path, flag
     for n in range(3):
         (source / f"part{n}.txt").write_bytes(f"part {n}\n".encode() * (n + 1))
     mounted = mount()
+    emulator.control.clear_requests()
     run("rsync", *flags, "--recursive", f"{source}/", f"{mounted / 'user_data'}/")
     names = sorted(f["filename"] for f in server_files(emulator, "user_data"))
     assert names == ["part0.txt", "part1.txt", "part2.txt"]
+    # rsync writes .partN.txt.XXXXXX and renames it: the upload happens once, at the rename,
+    # under the final name; the temporary name never reaches the server
+    assert len(posts(emulator)) == 3
+    assert all(not f["filename"].startswith(".") for f in emulator.control.state()["files"])
     for n in range(3):
         made = only_file(emulator, "user_data", f"part{n}.txt")
         assert server_content(emulator, made["id"]) == f"part {n}\n".encode() * (n + 1)
@@ -286,11 +295,68 @@ def test_gio_copy_and_replace_as_file_managers_do(mount, emulator, tmp_path):
     run("gio", "copy", str(source), str(target))
     made = only_file(emulator, "vision", "picture.png")
     assert server_content(emulator, made["id"]) == b"\x89PNG second"
+    emulator.control.clear_requests()
     run("gio", "save", str(target), input="saved by an editor")
     made = only_file(emulator, "vision", "picture.png")
     assert server_content(emulator, made["id"]) == b"saved by an editor"
     assert len(server_files(emulator)) == 1
     assert os.listdir(mounted / "vision") == ["picture.png"]
+    # one upload (at the rename of .goutputstream-XXXXXX), then the old file's delete
+    assert [r["method"] for r in emulator.control.requests()
+            if r["method"] in ("POST", "DELETE")] == ["POST", "DELETE"]
+    assert all(".goutputstream" not in f["filename"]
+               for f in emulator.control.state()["files"])
+
+
+def test_a_temporary_file_nobody_renames_is_still_uploaded(mount, emulator):
+    mounted = mount()
+    leftover = mounted / "user_data" / ".report.csv.Ab12Cd"      # rsync's temp name pattern
+    leftover.write_bytes(b"rsync was killed before the rename")
+    made = wait_for(lambda: [f for f in server_files(emulator, "user_data")
+                             if f["filename"] == ".report.csv.Ab12Cd"],
+                    timeout=20, interval=0.2, message="the leftover to be uploaded")
+    assert server_content(emulator, made[0]["id"]) == b"rsync was killed before the rename"
+    assert leftover.read_bytes() == b"rsync was killed before the rename"
+
+
+def test_a_temporary_file_is_uploaded_before_an_unmount_completes(mount, emulator):
+    mounted = mount()
+    (mounted / "evals" / ".goutputstream-XyZ123").write_bytes(b"unmounted right away")
+    assert mounted.unmount() == 0
+    made = only_file(emulator, "evals", ".goutputstream-XyZ123")
+    assert server_content(emulator, made["id"]) == b"unmounted right away"
+
+
+def test_renaming_a_new_file_over_an_old_one_deletes_the_old_one_only_after_upload(
+        mount, emulator, seed):
+    old = seed("config.json", "assistants", b"old config")
+    mounted = mount()
+    emulator.control.clear_requests()
+    with open(mounted / "assistants" / "config.json.new", "wb") as handle:
+        handle.write(b"new config")
+        os.rename(mounted / "assistants" / "config.json.new", mounted / "assistants" / "config.json")
+        assert old["id"] in [f["id"] for f in server_files(emulator)]   # nothing sent yet
+        assert os.listdir(mounted / "assistants") == ["config.json"]
+    made = only_file(emulator, "assistants", "config.json")
+    assert server_content(emulator, made["id"]) == b"new config"
+    assert [(r["method"], r["path"]) for r in emulator.control.requests()
+            if r["method"] in ("POST", "DELETE")] == [("POST", "/v1/files"),
+                                                       ("DELETE", f"/v1/files/{old['id']}")]
+
+
+def test_a_failed_upload_after_renaming_over_a_file_keeps_the_old_file(mount, emulator, seed):
+    old = seed("config.json", "assistants", b"old config")
+    emulator.control.add_fault("status", method="POST", path="/v1/files$", status=400)
+    mounted = mount()
+    mounted.expect_log(r"upload of assistants/config.json failed: 400")
+    handle = open(mounted / "assistants" / "config.json.new", "wb")
+    handle.write(b"new config")
+    os.rename(mounted / "assistants" / "config.json.new", mounted / "assistants" / "config.json")
+    with pytest.raises(OSError):
+        handle.close()
+    assert [f["id"] for f in server_files(emulator)] == [old["id"]]
+    emulator.control.clear_faults()
+    assert (mounted / "assistants" / "config.json").read_bytes() == b"old config"
 
 
 def test_refusals_name_the_rule(mount, emulator, tmp_path):
