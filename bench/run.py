@@ -1,0 +1,742 @@
+"""The openai-fs benchmark suite: DESIGN.md section 5, measured as ratios in one run.
+
+    .venv/bin/python bench/run.py                 # everything (a few minutes)
+    .venv/bin/python bench/run.py --quick         # smaller files, fewer repeats (under a minute)
+    .venv/bin/python bench/run.py --only ls       # one benchmark (repeatable, or comma-separated)
+
+One emulator (``openai-fs serve`` on 127.0.0.1, data in a temporary folder) serves every
+measurement; each mount is ``openai-fs mount -f`` with a fresh, empty ``--cache-dir``. Every
+timed measurement runs ``--repeat`` times (median, spread), and each verdict is a ratio against a
+baseline measured side by side against the same emulator in the same run. See bench/README.md.
+
+The exit status is 0 when every benchmark ran, whatever its verdicts, and 1 when the harness
+itself failed (a benchmark could not run); the table then shows ERROR for it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import random
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable, Iterator
+
+import httpx
+import openai
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from openai_fs.emulator.control import EmulatorProcess  # noqa: E402
+
+KEY = "sk-bench-0123456789abcdef"
+AUTH = f"Authorization: Bearer {KEY}"
+MiB = 1024 * 1024
+GiB = 1024 * MiB
+MB = 1000 * 1000
+#: every mount's --cache-size (the memory budget the RSS targets are measured against)
+CACHE_SIZE = 128 * MiB
+#: what the mount process may use beyond --cache-size (interpreter, libraries, buffers)
+RSS_OVERHEAD = 100 * MiB
+#: a threshold above every file posted here, so they go as one POST /files (its cap is 512 MiB)
+ONE_POST = ("--multipart-threshold", "512M")
+PARALLEL_PARTS = ("--multipart-threshold", "1M", "--part-size", "16M", "--upload-concurrency", "4")
+#: log lines of a mount that deserve a look (shown after the table)
+PROBLEM = re.compile(r" (WARNING|ERROR|CRITICAL) |Traceback")
+
+
+class HarnessError(RuntimeError):
+    """The benchmark could not be measured (not: the measurement missed its target)."""
+
+
+# -- what to run ---------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Profile:
+    read_bytes: int          # the file of benchmarks 1, 2 and 4
+    upload_bytes: int        # the file of benchmarks 5, 6 and the large one of 7
+    small_upload_bytes: int  # the small one of 7
+    list_files: int          # files in user_data for benchmark 3
+    repeats: int
+    speeds: tuple[tuple[str, int | None], ...]  # (name, bytes per second per request; None: no limit)
+
+
+LOOPBACK = ("loopback", None)
+SPEEDS = (LOOPBACK, ("4 Gbit/s", 500 * MB), ("1 Gbit/s", 125 * MB))
+FULL = Profile(read_bytes=GiB, upload_bytes=400 * MiB, small_upload_bytes=100 * MiB,
+               list_files=10_000, repeats=3, speeds=SPEEDS)
+QUICK = Profile(read_bytes=256 * MiB, upload_bytes=128 * MiB, small_upload_bytes=32 * MiB,
+                list_files=2_000, repeats=2, speeds=(LOOPBACK, SPEEDS[2]))
+
+
+# -- results -------------------------------------------------------------------------------
+
+@dataclass
+class Row:
+    number: int
+    benchmark: str
+    case: str
+    ours: str
+    baseline: str
+    measure: str
+    target: str
+    verdict: str             # PASS, FAIL or ERROR
+    raw: dict = field(default_factory=dict)
+
+
+@dataclass
+class Samples:
+    """Repeated measurements of one quantity."""
+    values: list[float]
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.values)
+
+    @property
+    def spread(self) -> float:
+        """(max - min) / median."""
+        return (max(self.values) - min(self.values)) / self.median if self.median else 0.0
+
+    def seconds(self) -> str:
+        text = f"{self.median:.3g} s"
+        if len(self.values) > 1:
+            text += f" ({min(self.values):.3g}–{max(self.values):.3g})"
+        return text
+
+    def as_dict(self) -> dict:
+        return {"values": self.values, "median": self.median, "min": min(self.values),
+                "max": max(self.values), "spread": self.spread}
+
+
+def rate(size: int, seconds: float) -> str:
+    value = size / seconds / MB
+    return f"{value / 1000:.3g} GB/s" if value >= 1000 else f"{value:.3g} MB/s"
+
+
+def throughput_cell(size: int, times: Samples) -> str:
+    return f"{rate(size, times.median)} · {times.seconds()}"
+
+
+def mib(size: float) -> str:
+    return f"{size / MiB:.0f} MiB"
+
+
+def verdict(ok: bool) -> str:
+    return "PASS" if ok else "FAIL"
+
+
+# -- processes -----------------------------------------------------------------------------
+
+def run(argv: list[str], *, capture: bool = False) -> subprocess.CompletedProcess:
+    """Run a program; its stdout goes to /dev/null unless ``capture``."""
+    result = subprocess.run(argv, stdin=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            stdout=subprocess.PIPE if capture else subprocess.DEVNULL)
+    if result.returncode != 0:
+        raise HarnessError(f"{' '.join(argv)} exited with {result.returncode}: "
+                           f"{result.stderr.decode(errors='replace').strip()}")
+    return result
+
+
+def timed(argv: list[str], *, capture: bool = False) -> tuple[float, bytes | None]:
+    """Seconds ``argv`` took, and its stdout when ``capture``."""
+    started = time.perf_counter()
+    result = run(argv, capture=capture)
+    return time.perf_counter() - started, result.stdout
+
+
+def peak_rss(pid: int) -> int:
+    """VmHWM of a live process, in bytes."""
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    raise HarnessError(f"no VmHWM for process {pid}")
+
+
+class Mount:
+    """``openai-fs mount -f`` on a fresh mountpoint with an empty cache folder; a context
+    manager that always unmounts and reads the peak RSS just before it does."""
+
+    def __init__(self, suite: "Suite", options: tuple[str, ...], label: str) -> None:
+        self.suite = suite
+        self.options = options
+        self.label = label
+        self.folder = Path(tempfile.mkdtemp(prefix="mount-", dir=suite.tmp))
+        self.path = self.folder / "mnt"
+        self.cache_dir = self.folder / "cache"
+        self.log_file = self.folder / "mount.log"
+        self.process: subprocess.Popen | None = None
+        self.peak_rss: int | None = None
+
+    def __truediv__(self, other: str) -> Path:
+        return self.path / other
+
+    def __enter__(self) -> "Mount":
+        self.path.mkdir()
+        env = {**os.environ, "OPENAI_API_KEY": KEY, "OPENAI_BASE_URL": self.suite.base_url}
+        command = [sys.executable, "-m", "openai_fs", "mount", "-f", str(self.path),
+                   "--cache-dir", str(self.cache_dir), "--log-file", str(self.log_file),
+                   "--cache-size", str(CACHE_SIZE), *self.options]
+        output = open(self.folder / "output.txt", "wb")  # noqa: SIM115 - closed below
+        try:
+            self.process = subprocess.Popen(command, env=env, stdin=subprocess.DEVNULL,
+                                            stdout=output, stderr=subprocess.STDOUT, cwd=ROOT)
+        finally:
+            output.close()
+        try:
+            deadline = time.monotonic() + 30
+            while not os.path.ismount(self.path):
+                if self.process.poll() is not None:
+                    raise HarnessError(f"the mount exited with {self.process.returncode}: "
+                                       f"{self._output()}")
+                if time.monotonic() > deadline:
+                    raise HarnessError(f"the mount was not live within 30 s: {self._output()}")
+                time.sleep(0.01)
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _output(self) -> str:
+        text = ""
+        for name in ("output.txt", "mount.log"):
+            try:
+                text += (self.folder / name).read_text(errors="replace")[-4000:]
+            except FileNotFoundError:
+                pass
+        return text
+
+    def close(self) -> None:
+        process = self.process
+        try:
+            if process is not None and process.poll() is None:
+                self.peak_rss = peak_rss(process.pid)
+                if os.path.ismount(self.path):
+                    subprocess.run(["fusermount3", "-u", str(self.path)], capture_output=True)
+                try:
+                    process.wait(timeout=60)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+                    process.wait(timeout=10)
+                    self.suite.problems.append(f"{self.label}: the mount did not exit after "
+                                               "fusermount3 -u; killed")
+        finally:
+            if os.path.ismount(self.path):
+                subprocess.run(["fusermount3", "-u", "-z", str(self.path)], capture_output=True)
+            if process is not None and process.returncode not in (0, None):
+                self.suite.problems.append(f"{self.label}: the mount exited with "
+                                           f"{process.returncode}")
+            for line in self._output().splitlines():
+                if PROBLEM.search(line):
+                    self.suite.problems.append(f"{self.label}: {line}")
+            shutil.rmtree(self.folder, ignore_errors=True)
+
+
+# -- the suite -----------------------------------------------------------------------------
+
+def write_test_file(path: Path, size: int, seed: int) -> None:
+    """Incompressible, distinct in every MiB, and fast to make."""
+    rng = random.Random(seed)
+    block = rng.randbytes(8 * MiB)
+    with open(path, "wb") as out:
+        for index in range(math.ceil(size / MiB)):
+            offset = (index * 4099) % (len(block) - MiB)
+            chunk = index.to_bytes(8, "big") + block[offset:offset + MiB - 8]
+            out.write(chunk[:min(MiB, size - index * MiB)])
+
+
+class Suite:
+    def __init__(self, profile: Profile, tmp: Path, emulator: EmulatorProcess) -> None:
+        self.profile = profile
+        self.tmp = tmp
+        self.emulator = emulator
+        self.control = emulator.control
+        self.base_url = emulator.base_url
+        self.api = httpx.Client(base_url=self.base_url, headers={"Authorization": f"Bearer {KEY}"},
+                                timeout=600)
+        self.rows: list[Row] = []
+        self.problems: list[str] = []
+        self.notes: list[str] = []
+        #: peak RSS of every mount by what it did, for benchmark 4
+        self.rss: dict[str, list[int]] = {}
+        self._files: dict[str, tuple[Path, str | None]] = {}
+        self._drop_caches_ok: bool | None = None
+        self._listed = False
+
+    # helpers
+    def mount(self, *options: str, label: str) -> Mount:
+        return Mount(self, options, label)
+
+    def set_speed(self, bandwidth: int | None) -> None:
+        self.control.set_config(bandwidth=bandwidth)
+
+    def drop_caches(self) -> None:
+        """Empty the page cache, so a cold read finds neither the emulator's blob nor the
+        mount's cache file in memory (needs root; noted once when impossible)."""
+        if self._drop_caches_ok is False:
+            return
+        os.sync()
+        try:
+            with open("/proc/sys/vm/drop_caches", "w") as knob:
+                knob.write("3\n")
+            self._drop_caches_ok = True
+        except OSError as exc:
+            self._drop_caches_ok = False
+            self.notes.append(f"the page cache could not be dropped ({exc.strerror}); cold runs "
+                              "may find the emulator's copy of the file in memory")
+
+    def requests(self) -> list[dict]:
+        return self.control.requests()
+
+    def local_file(self, name: str, size: int, seed: int) -> Path:
+        if name not in self._files:
+            path = self.tmp / name
+            write_test_file(path, size, seed)
+            self._files[name] = (path, None)
+        return self._files[name][0]
+
+    def big_file(self) -> tuple[Path, str]:
+        """The read benchmarks' file: made locally, uploaded once through the Uploads API."""
+        path = self.local_file("big.bin", self.profile.read_bytes, 1)
+        file_id = self._files["big.bin"][1]
+        if file_id is None:
+            file_id = self.upload_in_parts(path, "assistants", "big.bin")
+            self._files["big.bin"] = (path, file_id)
+        return path, file_id
+
+    def upload_in_parts(self, path: Path, purpose: str, filename: str) -> str:
+        size = path.stat().st_size
+        upload = self.api.post("/uploads", json={"filename": filename, "purpose": purpose,
+                                                 "bytes": size,
+                                                 "mime_type": "application/octet-stream"})
+        upload.raise_for_status()
+        upload_id = upload.json()["id"]
+        part_ids = []
+        with open(path, "rb") as source:
+            while chunk := source.read(64 * MiB):
+                part = self.api.post(f"/uploads/{upload_id}/parts",
+                                     files={"data": ("part", chunk)})
+                part.raise_for_status()
+                part_ids.append(part.json()["id"])
+        done = self.api.post(f"/uploads/{upload_id}/complete", json={"part_ids": part_ids})
+        done.raise_for_status()
+        return done.json()["file"]["id"]
+
+    def seed_listing(self) -> None:
+        if self._listed:
+            return
+        total, batch = self.profile.list_files, 1000
+        for start in range(0, total, batch):
+            self.control.seed_files([{"filename": f"doc-{n:05d}.txt", "purpose": "user_data",
+                                      "content": f"file {n}\n".encode()}
+                                     for n in range(start, min(total, start + batch))])
+        self._listed = True
+
+    def file_named(self, purpose: str, filename: str) -> dict | None:
+        listing = self.api.get("/files", params={"purpose": purpose})
+        listing.raise_for_status()
+        return next((f for f in listing.json()["data"] if f["filename"] == filename), None)
+
+    def delete(self, file_id: str) -> None:
+        self.api.delete(f"/files/{file_id}").raise_for_status()
+
+    def add(self, row: Row) -> None:
+        self.rows.append(row)
+        print(f"  {row.verdict}  {row.benchmark} [{row.case}]: {row.ours} vs {row.baseline} "
+              f"-> {row.measure} (target {row.target})", flush=True)
+
+    def cases(self) -> Iterator[tuple[str, int | None]]:
+        """Each link speed in turn; the emulator is back to no limit afterwards."""
+        try:
+            for name, bandwidth in self.profile.speeds:
+                self.set_speed(bandwidth)
+                yield name, bandwidth
+        finally:
+            self.set_speed(None)
+
+    def cp_into_mount(self, mount: Mount, purpose: str, filename: str, source: Path) -> float:
+        """Time ``cp`` of ``source`` into the mount; the upload is done when close() returns.
+        The directory is looked up first, so its listing is not part of the time."""
+        target = mount / purpose / filename
+        if target.exists():
+            raise HarnessError(f"{target} already exists")
+        self.control.clear_requests()
+        seconds, _ = timed(["cp", str(source), str(target)])
+        uploaded = self.file_named(purpose, filename)
+        if uploaded is None or uploaded["bytes"] != source.stat().st_size:
+            raise HarnessError(f"after cp, the server has {uploaded} for {purpose}/{filename}")
+        self.delete(uploaded["id"])
+        return seconds
+
+
+def upload_requests(requests: list[dict]) -> dict:
+    """How an upload reached the emulator."""
+    def count(method: str, pattern: str) -> int:
+        return sum(1 for r in requests if r["method"] == method and re.search(pattern, r["path"])
+                   and r["status"] == 200)
+    return {"post_files": count("POST", r"^/v1/files$"),
+            "uploads": count("POST", r"^/v1/uploads$"),
+            "parts": count("POST", r"/parts$"),
+            "complete": count("POST", r"/complete$")}
+
+
+# -- the benchmarks ------------------------------------------------------------------------
+
+def bench_cold_read(s: Suite) -> None:
+    """1: cold sequential read of a large file, mount vs curl, at each link speed."""
+    local, file_id = s.big_file()
+    size = local.stat().st_size
+    url = f"{s.base_url}/files/{file_id}/content"
+    for speed, _ in s.cases():
+        curl_times, mount_times, served = [], [], []
+        for repeat in range(s.profile.repeats):
+            def curl() -> None:
+                s.drop_caches()
+                seconds, out = timed(["curl", "-sSf", "-o", "/dev/null", "-w", "%{size_download}",
+                                      "-H", AUTH, url], capture=True)
+                if int(out) != size:
+                    raise HarnessError(f"curl downloaded {out!r} bytes, not {size}")
+                curl_times.append(seconds)
+
+            def mount() -> None:
+                with s.mount(label=f"cold read {speed} #{repeat}") as m:
+                    target = m / "assistants" / "big.bin"
+                    if target.stat().st_size != size:  # the lookup (one listing) is not timed
+                        raise HarnessError(f"{target} has {target.stat().st_size} bytes")
+                    s.drop_caches()
+                    s.control.clear_requests()
+                    seconds, _ = timed(["cat", str(target)])
+                    content = [r for r in s.requests() if r["path"].endswith("/content")]
+                    served.append({"content_requests": len(content),
+                                   "bytes_served": sum(r["response_bytes"] for r in content)})
+                    mount_times.append(seconds)
+                s.rss.setdefault("cold read", []).append(m.peak_rss)
+
+            # alternate who goes first, so a drift over the run hurts both alike
+            for step in ((curl, mount) if repeat % 2 == 0 else (mount, curl)):
+                step()
+        ours, base = Samples(mount_times), Samples(curl_times)
+        ratio = base.median / ours.median
+        s.add(Row(1, f"cold read {mib(size)} (`cat`)", speed, throughput_cell(size, ours),
+                  f"curl: {throughput_cell(size, base)}", f"{ratio:.2f}x", "≥ 0.9x",
+                  verdict(ratio >= 0.9),
+                  {"bytes": size, "mount_seconds": ours.as_dict(), "curl_seconds": base.as_dict(),
+                   "mount_requests": served, "ratio": ratio}))
+
+
+def bench_warm_reread(s: Suite) -> None:
+    """2: read the file again through the same mount: time, and requests (should be none)."""
+    local, _ = s.big_file()
+    size = local.stat().st_size
+    with s.mount(label="warm re-read") as m:
+        target = m / "assistants" / "big.bin"
+        run(["cat", str(target)])      # the cold read
+        run(["cat", str(local)])       # the baseline's copy into the page cache too
+        mount_times, local_times, counts = [], [], []
+        for _ in range(s.profile.repeats):
+            s.control.clear_requests()
+            seconds, _ = timed(["cat", str(target)])
+            counts.append(len(s.requests()))
+            mount_times.append(seconds)
+            local_times.append(timed(["cat", str(local)])[0])
+        run(["cmp", str(local), str(target)])   # and the bytes are right
+    s.rss.setdefault("cold read", []).append(m.peak_rss)
+    ours, base = Samples(mount_times), Samples(local_times)
+    s.add(Row(2, f"warm re-read {mib(size)} (`cat`)", "loopback",
+              f"{throughput_cell(size, ours)} · requests {counts}",
+              f"local file in page cache: {throughput_cell(size, base)}",
+              f"{max(counts)} requests (time {base.median / ours.median:.2f}x local)",
+              "0 requests", verdict(max(counts) == 0),
+              {"bytes": size, "mount_seconds": ours.as_dict(), "local_seconds": base.as_dict(),
+               "requests": counts}))
+
+
+def bench_ls(s: Suite) -> None:
+    """3: ``ls -l`` of a large purpose on a fresh mount vs the SDK's files.list iteration."""
+    s.seed_listing()
+    client = openai.OpenAI(base_url=s.base_url, api_key=KEY, max_retries=0)
+    mount_times, sdk_times, requests, sdk_requests = [], [], [], []
+    found = set()
+    for repeat in range(s.profile.repeats):
+        with s.mount(label=f"ls #{repeat}") as m:
+            s.control.clear_requests()
+            seconds, _ = timed(["ls", "-l", str(m / "user_data")])
+            requests.append([f"{r['method']} {r['path']}" for r in s.requests()])
+            mount_times.append(seconds)
+            found.add(len(os.listdir(m / "user_data")))
+        s.control.clear_requests()
+        started = time.perf_counter()
+        count = sum(1 for _ in client.files.list(purpose="user_data"))
+        sdk_times.append(time.perf_counter() - started)
+        sdk_requests.append(len(s.requests()))
+        found.add(count)
+    client.close()
+    if len(found) != 1:
+        raise HarnessError(f"the mount and the SDK saw different numbers of files: {found}")
+    files = found.pop()
+    pages = max(1, math.ceil(files / 10_000))
+    ours, base = Samples(mount_times), Samples(sdk_times)
+    ratio = ours.median / base.median
+    raw = {"files": files, "mount_seconds": ours.as_dict(), "sdk_seconds": base.as_dict(),
+           "mount_requests": requests, "sdk_requests": sdk_requests, "ratio": ratio}
+    s.add(Row(3, f"`ls -l` of {files:,} files", "loopback", ours.seconds(),
+              f"SDK files.list: {base.seconds()}", f"{ratio:.2f}x time", "≤ 1.2x",
+              verdict(ratio <= 1.2), raw))
+    worst = max(requests, key=len)
+    listing_only = all(r == "GET /v1/files" for r in worst)
+    s.add(Row(3, f"`ls -l` of {files:,} files: requests", "loopback",
+              f"{len(worst)}: {', '.join(sorted(set(worst))) or '-'}",
+              f"listing pages needed: {pages} (SDK sent {max(sdk_requests)})",
+              f"{len(worst)} requests", f"≤ {pages} listing page(s), nothing else",
+              verdict(listing_only and len(worst) <= pages), raw))
+
+
+def bench_upload(s: Suite) -> None:
+    """5: ``cp`` into the mount (one POST /files) vs ``curl -F`` at each link speed."""
+    source = s.local_file("upload.bin", s.profile.upload_bytes, 2)
+    size = source.stat().st_size
+    for speed, _ in s.cases():
+        curl_times, mount_times, how = [], [], []
+        for repeat in range(s.profile.repeats):
+            name = f"post-{repeat}.bin"
+            s.control.clear_requests()
+            seconds, out = timed(["curl", "-sSf", "-H", AUTH, "-F", "purpose=user_data",
+                                  "-F", f"file=@{source};filename={name}", f"{s.base_url}/files"],
+                                 capture=True)
+            curl_times.append(seconds)
+            posted = json.loads(out)
+            if posted.get("bytes") != size:
+                raise HarnessError(f"curl -F made {posted}")
+            s.delete(posted["id"])
+            with s.mount(*ONE_POST, label=f"upload {speed} #{repeat}") as m:
+                mount_times.append(s.cp_into_mount(m, "user_data", name, source))
+                how.append(upload_requests(s.requests()))
+            s.rss.setdefault("upload (one POST)", []).append(m.peak_rss)
+        ours, base = Samples(mount_times), Samples(curl_times)
+        ratio = base.median / ours.median
+        s.add(Row(5, f"upload {mib(size)} (`cp`, one POST)", speed, throughput_cell(size, ours),
+                  f"curl -F: {throughput_cell(size, base)}", f"{ratio:.2f}x", "≥ 0.9x",
+                  verdict(ratio >= 0.9),
+                  {"bytes": size, "mount_seconds": ours.as_dict(), "curl_seconds": base.as_dict(),
+                   "mount_requests": how, "ratio": ratio}))
+
+
+def bench_parallel_upload(s: Suite) -> None:
+    """6: the Uploads API in parallel parts vs one POST /files, both through the mount."""
+    source = s.local_file("upload.bin", s.profile.upload_bytes, 2)
+    size = source.stat().st_size
+    for speed, _ in s.cases():
+        single, parallel, how = [], [], []
+        for repeat in range(s.profile.repeats):
+            with s.mount(*ONE_POST, label=f"one POST {speed} #{repeat}") as m:
+                single.append(s.cp_into_mount(m, "assistants", f"single-{repeat}.bin", source))
+            s.rss.setdefault("upload (one POST)", []).append(m.peak_rss)
+            with s.mount(*PARALLEL_PARTS, label=f"parts {speed} #{repeat}") as m:
+                parallel.append(s.cp_into_mount(m, "assistants", f"parts-{repeat}.bin", source))
+                how.append(upload_requests(s.requests()))
+            s.rss.setdefault("upload (parallel parts)", []).append(m.peak_rss)
+        if any(h["parts"] < 2 for h in how):
+            raise HarnessError(f"the upload did not go in parts: {how}")
+        ours, base = Samples(parallel), Samples(single)
+        ratio = base.median / ours.median
+        s.add(Row(6, f"upload {mib(size)}: 16M parts ×4 vs one POST", speed,
+                  f"parts: {throughput_cell(size, ours)}",
+                  f"one POST: {throughput_cell(size, base)}", f"{ratio:.2f}x", "> 1.0x",
+                  verdict(ratio > 1.0),
+                  {"bytes": size, "parts_seconds": ours.as_dict(),
+                   "one_post_seconds": base.as_dict(), "parts_requests": how, "ratio": ratio}))
+
+
+def bench_rss_growth(s: Suite) -> None:
+    """7: peak RSS after a small and a large upload, each on a fresh mount, both ways."""
+    small = s.local_file("upload-small.bin", s.profile.small_upload_bytes, 3)
+    large = s.local_file("upload.bin", s.profile.upload_bytes, 2)
+    for way, options, purpose in (("one POST", ONE_POST, "user_data"),
+                                  ("parallel parts", PARALLEL_PARTS, "assistants")):
+        peaks: dict[str, list[int]] = {"small": [], "large": []}
+        for repeat in range(s.profile.repeats):
+            for key, source in (("small", small), ("large", large)):
+                with s.mount(*options, label=f"rss {way} {key} #{repeat}") as m:
+                    s.cp_into_mount(m, purpose, f"rss-{key}-{repeat}.bin", source)
+                peaks[key].append(m.peak_rss)
+                s.rss.setdefault(f"upload ({way})", []).append(m.peak_rss)
+        low, high = Samples(peaks["small"]), Samples(peaks["large"])
+        ratio = high.median / low.median
+        s.add(Row(7, f"peak RSS, upload {mib(large.stat().st_size)} vs "
+                     f"{mib(small.stat().st_size)} ({way})", "loopback",
+                  f"{mib(high.median)} after {mib(large.stat().st_size)}",
+                  f"{mib(low.median)} after {mib(small.stat().st_size)}", f"{ratio:.2f}x",
+                  "≤ 1.2x", verdict(ratio <= 1.2),
+                  {"small_bytes": small.stat().st_size, "large_bytes": large.stat().st_size,
+                   "peak_rss_small": low.as_dict(), "peak_rss_large": high.as_dict(),
+                   "ratio": ratio}))
+
+
+def bench_rss(s: Suite) -> None:
+    """4: the highest peak RSS of the mounts that read or uploaded, against --cache-size."""
+    if "cold read" not in s.rss:   # run alone: one cold read of its own
+        _, _ = s.big_file()
+        with s.mount(label="rss cold read") as m:
+            run(["cat", str(m / "assistants" / "big.bin")])
+        s.rss["cold read"] = [m.peak_rss]
+    source = s.local_file("upload.bin", s.profile.upload_bytes, 2)
+    for way, options in (("one POST", ONE_POST), ("parallel parts", PARALLEL_PARTS)):
+        key = f"upload ({way})"
+        if key not in s.rss:
+            with s.mount(*options, label=f"rss {key}") as m:
+                s.cp_into_mount(m, "assistants", f"rss-{way.replace(' ', '-')}.bin", source)
+            s.rss[key] = [m.peak_rss]
+    limit = CACHE_SIZE + RSS_OVERHEAD
+    for what, peaks in s.rss.items():
+        worst = max(peaks)
+        s.add(Row(4, f"peak RSS after {what}", f"{len(peaks)} mounts", mib(worst),
+                  f"--cache-size {mib(CACHE_SIZE)} + {mib(RSS_OVERHEAD)} = {mib(limit)}",
+                  f"{worst / limit:.2f}x", "≤ 1.0x", verdict(worst <= limit),
+                  {"peak_rss": peaks, "cache_size": CACHE_SIZE, "overhead": RSS_OVERHEAD}))
+
+
+#: in the order they run; rss last, so it can use what the others measured
+BENCHMARKS: dict[str, Callable[[Suite], None]] = {
+    "cold-read": bench_cold_read,
+    "warm-reread": bench_warm_reread,
+    "ls": bench_ls,
+    "upload": bench_upload,
+    "parallel-upload": bench_parallel_upload,
+    "rss-growth": bench_rss_growth,
+    "rss": bench_rss,
+}
+
+
+# -- output --------------------------------------------------------------------------------
+
+def table(rows: list[Row]) -> str:
+    header = ["#", "Benchmark", "Link", "openai-fs (median, min–max)", "Baseline", "Measure",
+              "Target", "Result"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for row in sorted(rows, key=lambda r: r.number):
+        cells = [str(row.number), row.benchmark, row.case, row.ours, row.baseline, row.measure,
+                 row.target, f"**{row.verdict}**"]
+        lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
+    return "\n".join(lines)
+
+
+def environment() -> dict:
+    def output(*argv: str) -> str:
+        try:
+            return subprocess.run(argv, capture_output=True, text=True, cwd=ROOT).stdout.strip()
+        except OSError:
+            return ""
+    return {"python": platform.python_version(), "kernel": platform.release(),
+            "cpus": os.cpu_count(), "commit": output("git", "rev-parse", "HEAD"),
+            "dirty": bool(output("git", "status", "--porcelain")),
+            "curl": output("curl", "--version").splitlines()[0:1]}
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true",
+                        help="smaller files, 2 repeats, two link speeds (under a minute)")
+    parser.add_argument("--only", action="append", metavar="NAME", default=[],
+                        help=f"run only these (repeatable or comma-separated): "
+                             f"{', '.join(BENCHMARKS)}")
+    parser.add_argument("--repeat", type=int, metavar="N",
+                        help="times each measurement is taken (default 3, --quick 2)")
+    parser.add_argument("--keep", action="store_true",
+                        help="keep the temporary folder (emulator data, local files)")
+    args = parser.parse_args(argv)
+    args.only = [name.strip() for item in args.only for name in item.split(",") if name.strip()]
+    unknown = [name for name in args.only if name not in BENCHMARKS]
+    if unknown:
+        parser.error(f"unknown benchmark(s) {', '.join(unknown)}; choose from "
+                     f"{', '.join(BENCHMARKS)}")
+    if args.repeat is not None and args.repeat < 1:
+        parser.error("--repeat must be at least 1")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    profile = QUICK if args.quick else FULL
+    if args.repeat:
+        profile = Profile(**{**asdict(profile), "repeats": args.repeat})
+    selected = [name for name in BENCHMARKS if not args.only or name in args.only]
+    for tool in ("curl", "fusermount3", "cat", "cp", "ls", "cmp"):
+        if shutil.which(tool) is None:
+            print(f"bench: {tool} is needed", file=sys.stderr)
+            return 1
+    started = time.perf_counter()
+    tmp = Path(tempfile.mkdtemp(prefix="openai-fs-bench-"))
+    failures: list[str] = []
+    try:
+        with EmulatorProcess(tmp / "emulator", api_key=KEY) as emulator:
+            suite = Suite(profile, tmp, emulator)
+            print(f"emulator at {emulator.base_url}, data in {tmp}", flush=True)
+            for name in selected:
+                print(f"[{name}]", flush=True)
+                began = time.perf_counter()
+                try:
+                    BENCHMARKS[name](suite)
+                except Exception as exc:  # noqa: BLE001 - reported, the others still run
+                    failures.append(f"{name}: {exc!r}")
+                    traceback.print_exc()
+                    suite.add(Row(list(BENCHMARKS).index(name) + 1, name, "-", "-", "-", "-",
+                                  "-", "ERROR", {"error": repr(exc)}))
+                    try:
+                        suite.set_speed(None)
+                    except Exception:  # noqa: BLE001 - the emulator may be gone
+                        pass
+                print(f"  ({time.perf_counter() - began:.0f} s)", flush=True)
+            suite.api.close()
+    except Exception as exc:  # noqa: BLE001 - the harness itself
+        traceback.print_exc()
+        print(f"bench: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        if args.keep:
+            print(f"kept {tmp}")
+        else:
+            shutil.rmtree(tmp, ignore_errors=True)
+    elapsed = time.perf_counter() - started
+
+    results = ROOT / "bench" / "results"
+    results.mkdir(exist_ok=True)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    report = {"started": stamp, "seconds": elapsed, "quick": args.quick,
+              "profile": asdict(profile), "cache_size": CACHE_SIZE, "rss_overhead": RSS_OVERHEAD,
+              "environment": environment(), "rows": [asdict(r) for r in suite.rows],
+              "notes": suite.notes, "mount_log_problems": suite.problems, "failures": failures}
+    out = results / f"{stamp}.json"
+    out.write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n")
+
+    print()
+    print(table(suite.rows))
+    print()
+    for note in suite.notes:
+        print(f"note: {note}")
+    for problem in suite.problems:
+        print(f"mount log: {problem}")
+    for failure in failures:
+        print(f"ERROR {failure}")
+    print(f"{len(suite.rows)} rows in {elapsed:.0f} s; raw results in {out.relative_to(ROOT)}")
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
