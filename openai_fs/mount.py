@@ -211,6 +211,7 @@ async def _serve(options: MountOptions, client: FilesClient, readiness: Readines
                         "open_files": operations.open_handles(),
                         "problems": list(problems.records)}
 
+            nursery.start_soon(uploads.cancel_abandoned_uploads)
             operations = Operations(namespace, cache, uploads,
                                     owner=Ownership(options.uid, options.gid), status=status)
             fuse_options = set(pyfuse3.default_options) | {"fsname=openai-fs",

@@ -169,6 +169,8 @@ class UploadEngine:
         self._lock_fd = os.open(spool_root / f"{name}.lock",
                                 os.O_CREAT | os.O_RDWR | os.O_CLOEXEC, 0o600)
         fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        #: Uploads that dead mounts left open (their ids, from the spool sidecars)
+        self.abandoned_uploads: list[str] = []
         self._recover_dead_spools(spool_root)
         self.spool_dir = spool_root / name
         self.spool_dir.mkdir(mode=0o700)
@@ -275,7 +277,8 @@ class UploadEngine:
                 local.failure = violation
                 raise violation
             try:
-                uploaded = await self._upload(where, filename, purpose, local.path, local.size)
+                uploaded = await self._upload(where, filename, purpose, local.path, local.size,
+                                              sidecar=local.sidecar)
             except (APIError, OSError) as exc:
                 raise self._failed(entry, local, where, exc) from None
             local.dirty = False
@@ -287,7 +290,7 @@ class UploadEngine:
             await self._delete_replaced(where, old)
 
     async def _upload(self, where: str, filename: str, purpose: str, path: Path,
-                      size: int) -> FileObject:
+                      size: int, *, sidecar: Path | None = None) -> FileObject:
         expires = (ExpiresAfter(self.settings.expires_after)
                    if self.settings.expires_after else None)
         mime = _mime_type(filename)
@@ -301,7 +304,8 @@ class UploadEngine:
                 return await self.client.upload_in_parts(
                     filename, purpose, path, part_size=self.settings.part_size,
                     concurrency=self.settings.concurrency, mime_type=mime,
-                    expires_after=expires, progress=transfer.advance)
+                    expires_after=expires, progress=transfer.advance,
+                    on_created=lambda upload: _note_upload(sidecar, upload.id))
             return await self.client.create_file(filename, purpose, path, mime_type=mime,
                                                  expires_after=expires,
                                                  progress=transfer.advance)
@@ -470,6 +474,19 @@ class UploadEngine:
         local.close()
         return local.path, True
 
+    async def cancel_abandoned_uploads(self) -> None:
+        """Cancel the Uploads that mounts which died left open (they would otherwise stay
+        pending on the server until they expire, an hour after they were made)."""
+        while self.abandoned_uploads:
+            upload_id = self.abandoned_uploads.pop()
+            try:
+                await self.client.cancel_upload(upload_id)
+                log.info("cancelled Upload %s, left open by a mount that stopped", upload_id)
+            except APIError as exc:
+                # already completed, cancelled or expired: nothing is left to clean up
+                log.info("Upload %s of a mount that stopped is gone already (%s)",
+                         upload_id, exc.message)
+
     # ------------------------------------------------- deferred temporary files
 
     def defers(self, entry: FileEntry) -> bool:
@@ -566,6 +583,9 @@ class UploadEngine:
             rescued = []
             for path in folder.iterdir():
                 if path.suffix == ".json":
+                    upload_id = _read_sidecar(path).get("upload_id")
+                    if isinstance(upload_id, str):
+                        self.abandoned_uploads.append(upload_id)
                     continue
                 info = _read_sidecar(path.with_suffix(".json"))
                 if path.stat().st_size == 0 and not info:
@@ -592,6 +612,18 @@ def rule_violation(purpose: str, filename: str, size: int, where: str) -> RuleVi
     if problem:
         return RuleViolation(errno.EFBIG, f"{where}: refused, {problem}")
     return None
+
+
+def _note_upload(sidecar: Path | None, upload_id: str) -> None:
+    """Write the Upload's id into the spool's sidecar, for a later mount if this one dies."""
+    if sidecar is None:
+        return
+    info = _read_sidecar(sidecar)
+    info["upload_id"] = upload_id
+    try:
+        sidecar.write_text(json.dumps(info))
+    except OSError as exc:
+        log.debug("could not note Upload %s in %s: %s", upload_id, sidecar, exc)
 
 
 def _read_sidecar(path: Path) -> dict[str, object]:

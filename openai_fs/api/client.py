@@ -374,15 +374,19 @@ class FilesClient:
                               *, part_size: int, concurrency: int,
                               mime_type: str = "application/octet-stream",
                               expires_after: ExpiresAfter | None = None,
-                              progress: Callable[[int], None] | None = None) -> FileObject:
+                              progress: Callable[[int], None] | None = None,
+                              on_created: Callable[[Upload], None] | None = None) -> FileObject:
         """The Uploads flow: create, send Parts of ``part_size`` with up to ``concurrency`` in
         flight, complete with the ordered part ids and the file's MD5. On any failure (or
         cancellation) the Upload is cancelled before the error propagates, so no half-made
-        Upload stays open on the server."""
+        Upload stays open on the server. ``on_created`` learns the Upload's id as soon as it
+        exists (so that someone can cancel it if this process dies)."""
         size = os.path.getsize(path)
         upload = await self.create_upload(filename, purpose, size, mime_type,
                                           expires_after=expires_after)
         try:
+            if on_created is not None:
+                on_created(upload)
             count = max(1, -(-size // part_size))
             part_ids: list[str] = [""] * count
             md5_box: list[str] = []
