@@ -51,6 +51,13 @@ class Mounted:
         except FileNotFoundError:
             return ""
 
+    def output(self) -> str:
+        """What the mount process wrote to stdout/stderr (normally nothing)."""
+        try:
+            return self.output_file.read_text(encoding="utf-8", errors="replace")
+        except (AttributeError, FileNotFoundError):
+            return ""
+
     def expect_log(self, pattern: str) -> None:
         """Declare that a WARNING/ERROR line matching ``pattern`` is part of the test."""
         self.expected.append(re.compile(pattern))
@@ -59,7 +66,7 @@ class Mounted:
         return json.loads((self.path / CONTROL_NAME).read_text())
 
     def unexpected_problems(self) -> list[str]:
-        lines = self.log().splitlines()
+        lines = self.log().splitlines() + self.output().splitlines()
         problems = []
         for index, line in enumerate(lines):
             if not PROBLEM.search(line):
@@ -113,15 +120,20 @@ class Mounter:
             del full_env[unset]
         command = [sys.executable, "-m", "openai_fs", "mount", "-f", str(path),
                    "--cache-dir", str(cache_dir), "--log-file", str(log_file), *options]
-        process = subprocess.Popen(command, env=full_env, stdout=subprocess.PIPE,
+        # the process's own output goes to a file (a pipe nobody reads could fill and block
+        # it); it is checked for problems like the log
+        output = open(self.tmp_path / f"mount{len(self.mounts)}.out", "w")  # noqa: SIM115
+        process = subprocess.Popen(command, env=full_env, stdout=output,
                                    stderr=subprocess.STDOUT, text=True)
+        output.close()
         mounted = Mounted(path, process, log_file, cache_dir, self.emulator)
+        mounted.output_file = Path(output.name)
         self.mounts.append(mounted)
         if wait:
             def live() -> bool:
                 if process.poll() is not None:
                     raise AssertionError(f"the mount exited with {process.returncode}: "
-                                         f"{process.stdout.read()}\n{mounted.log()}")
+                                         f"{mounted.output()}\n{mounted.log()}")
                 return os.path.ismount(path)
             wait_for(live, message=f"{path} to be mounted")
         return mounted
