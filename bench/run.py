@@ -23,6 +23,7 @@ import platform
 import random
 import re
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -69,16 +70,17 @@ class Profile:
     upload_bytes: int        # the file of benchmarks 5, 6 and the large one of 7
     small_upload_bytes: int  # the small one of 7
     list_files: int          # files in user_data for benchmark 3
-    repeats: int
+    repeats: int             # of each timed measurement
+    rss_repeats: int         # of each peak RSS measurement of benchmark 7 (not timed)
     speeds: tuple[tuple[str, int | None], ...]  # (name, bytes per second per request; None: no limit)
 
 
 LOOPBACK = ("loopback", None)
 SPEEDS = (LOOPBACK, ("4 Gbit/s", 500 * MB), ("1 Gbit/s", 125 * MB))
 FULL = Profile(read_bytes=GiB, upload_bytes=400 * MiB, small_upload_bytes=100 * MiB,
-               list_files=10_000, repeats=3, speeds=SPEEDS)
-QUICK = Profile(read_bytes=256 * MiB, upload_bytes=128 * MiB, small_upload_bytes=32 * MiB,
-                list_files=2_000, repeats=2, speeds=(LOOPBACK, SPEEDS[2]))
+               list_files=10_000, repeats=3, rss_repeats=3, speeds=SPEEDS)
+QUICK = Profile(read_bytes=128 * MiB, upload_bytes=64 * MiB, small_upload_bytes=16 * MiB,
+                list_files=2_000, repeats=2, rss_repeats=1, speeds=(LOOPBACK, SPEEDS[2]))
 
 
 # -- results -------------------------------------------------------------------------------
@@ -370,30 +372,66 @@ class Suite:
         finally:
             self.set_speed(None)
 
-    def cp_into_mount(self, mount: Mount, purpose: str, filename: str, source: Path) -> float:
+    def cp_into_mount(self, mount: Mount, purpose: str, filename: str, source: Path) -> Upload:
         """Time ``cp`` of ``source`` into the mount; the upload is done when close() returns.
         The directory is looked up first, so its listing is not part of the time."""
         target = mount / purpose / filename
         if target.exists():
             raise HarnessError(f"{target} already exists")
         self.control.clear_requests()
+        began = time.time()
         seconds, _ = timed(["cp", str(source), str(target)])
+        upload = Upload.from_log(seconds, began, self.requests())
         uploaded = self.file_named(purpose, filename)
         if uploaded is None or uploaded["bytes"] != source.stat().st_size:
             raise HarnessError(f"after cp, the server has {uploaded} for {purpose}/{filename}")
         self.delete(uploaded["id"])
-        return seconds
+        return upload
 
 
-def upload_requests(requests: list[dict]) -> dict:
-    """How an upload reached the emulator."""
-    def count(method: str, pattern: str) -> int:
-        return sum(1 for r in requests if r["method"] == method and re.search(pattern, r["path"])
-                   and r["status"] == 200)
-    return {"post_files": count("POST", r"^/v1/files$"),
-            "uploads": count("POST", r"^/v1/uploads$"),
-            "parts": count("POST", r"/parts$"),
-            "complete": count("POST", r"/complete$")}
+@dataclass
+class Upload:
+    """One ``cp`` into the mount, split by the emulator's request log into the time before the
+    first request (writing the spool file), sending (the POST, or create + parts), and
+    ``complete`` (the emulator assembling the parts)."""
+    seconds: float
+    spool: float
+    send: float
+    complete: float
+    requests: dict
+
+    @classmethod
+    def from_log(cls, seconds: float, began: float, log: list[dict]) -> "Upload":
+        sending = [r for r in log if r["method"] == "POST"
+                   and re.search(r"^/v1/(files|uploads)$|/parts$", r["path"])]
+        completes = [r for r in log if r["method"] == "POST" and r["path"].endswith("/complete")]
+        if not sending or any(r["status"] != 200 for r in sending + completes):
+            raise HarnessError(f"the upload did not reach the emulator as expected: {log}")
+        first = min(r["started"] for r in sending)
+        last = max(r["started"] + (r["duration"] or 0) for r in sending)
+        counts = {"post_files": sum(r["path"] == "/v1/files" for r in sending),
+                  "uploads": sum(r["path"] == "/v1/uploads" for r in sending),
+                  "parts": sum(r["path"].endswith("/parts") for r in sending),
+                  "complete": len(completes)}
+        return cls(seconds, spool=first - began, send=last - first,
+                   complete=sum(r["duration"] or 0 for r in completes), requests=counts)
+
+    @staticmethod
+    def summary(uploads: list["Upload"]) -> str:
+        """Medians of the phases, for the table."""
+        def median(phase: str) -> float:
+            return statistics.median(getattr(u, phase) for u in uploads)
+        text = f"spool {median('spool'):.2g} s + send {median('send'):.2g} s"
+        if any(u.complete for u in uploads):
+            text += f" + complete {median('complete'):.2g} s"
+        return text
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time a process has used so far."""
+    with open(f"/proc/{pid}/stat") as stat:
+        fields = stat.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 # -- the benchmarks ------------------------------------------------------------------------
@@ -421,10 +459,13 @@ def bench_cold_read(s: Suite) -> None:
                         raise HarnessError(f"{target} has {target.stat().st_size} bytes")
                     s.drop_caches()
                     s.control.clear_requests()
+                    cpu = cpu_seconds(m.process.pid), cpu_seconds(s.emulator.pid)
                     seconds, _ = timed(["cat", str(target)])
                     content = [r for r in s.requests() if r["path"].endswith("/content")]
                     served.append({"content_requests": len(content),
-                                   "bytes_served": sum(r["response_bytes"] for r in content)})
+                                   "bytes_served": sum(r["response_bytes"] for r in content),
+                                   "mount_cpu": cpu_seconds(m.process.pid) - cpu[0],
+                                   "emulator_cpu": cpu_seconds(s.emulator.pid) - cpu[1]})
                     mount_times.append(seconds)
                 s.rss.setdefault("cold read", []).append(m.peak_rss)
 
@@ -433,7 +474,9 @@ def bench_cold_read(s: Suite) -> None:
                 step()
         ours, base = Samples(mount_times), Samples(curl_times)
         ratio = base.median / ours.median
-        s.add(Row(1, f"cold read {mib(size)} (`cat`)", speed, throughput_cell(size, ours),
+        mount_cpu = statistics.median(r["mount_cpu"] for r in served)
+        s.add(Row(1, f"cold read {mib(size)} (`cat`)", speed,
+                  f"{throughput_cell(size, ours)}; mount CPU {mount_cpu:.2g} s",
                   f"curl: {throughput_cell(size, base)}", f"{ratio:.2f}x", "≥ 0.9x",
                   verdict(ratio >= 0.9),
                   {"bytes": size, "mount_seconds": ours.as_dict(), "curl_seconds": base.as_dict(),
@@ -512,7 +555,7 @@ def bench_upload(s: Suite) -> None:
     source = s.local_file("upload.bin", s.profile.upload_bytes, 2)
     size = source.stat().st_size
     for speed, _ in s.cases():
-        curl_times, mount_times, how = [], [], []
+        curl_times, uploads = [], []
         for repeat in range(s.profile.repeats):
             name = f"post-{repeat}.bin"
             s.control.clear_requests()
@@ -525,16 +568,18 @@ def bench_upload(s: Suite) -> None:
                 raise HarnessError(f"curl -F made {posted}")
             s.delete(posted["id"])
             with s.mount(*ONE_POST, label=f"upload {speed} #{repeat}") as m:
-                mount_times.append(s.cp_into_mount(m, "user_data", name, source))
-                how.append(upload_requests(s.requests()))
+                uploads.append(s.cp_into_mount(m, "user_data", name, source))
             s.rss.setdefault("upload (one POST)", []).append(m.peak_rss)
-        ours, base = Samples(mount_times), Samples(curl_times)
+        if any(u.requests["post_files"] != 1 for u in uploads):
+            raise HarnessError(f"the upload was not one POST /files: {uploads}")
+        ours, base = Samples([u.seconds for u in uploads]), Samples(curl_times)
         ratio = base.median / ours.median
-        s.add(Row(5, f"upload {mib(size)} (`cp`, one POST)", speed, throughput_cell(size, ours),
+        s.add(Row(5, f"upload {mib(size)} (`cp`, one POST)", speed,
+                  f"{throughput_cell(size, ours)}; {Upload.summary(uploads)}",
                   f"curl -F: {throughput_cell(size, base)}", f"{ratio:.2f}x", "≥ 0.9x",
                   verdict(ratio >= 0.9),
                   {"bytes": size, "mount_seconds": ours.as_dict(), "curl_seconds": base.as_dict(),
-                   "mount_requests": how, "ratio": ratio}))
+                   "mount_uploads": [asdict(u) for u in uploads], "ratio": ratio}))
 
 
 def bench_parallel_upload(s: Suite) -> None:
@@ -542,25 +587,26 @@ def bench_parallel_upload(s: Suite) -> None:
     source = s.local_file("upload.bin", s.profile.upload_bytes, 2)
     size = source.stat().st_size
     for speed, _ in s.cases():
-        single, parallel, how = [], [], []
+        single, parallel = [], []
         for repeat in range(s.profile.repeats):
             with s.mount(*ONE_POST, label=f"one POST {speed} #{repeat}") as m:
                 single.append(s.cp_into_mount(m, "assistants", f"single-{repeat}.bin", source))
             s.rss.setdefault("upload (one POST)", []).append(m.peak_rss)
             with s.mount(*PARALLEL_PARTS, label=f"parts {speed} #{repeat}") as m:
                 parallel.append(s.cp_into_mount(m, "assistants", f"parts-{repeat}.bin", source))
-                how.append(upload_requests(s.requests()))
             s.rss.setdefault("upload (parallel parts)", []).append(m.peak_rss)
-        if any(h["parts"] < 2 for h in how):
-            raise HarnessError(f"the upload did not go in parts: {how}")
-        ours, base = Samples(parallel), Samples(single)
+        if any(u.requests["parts"] < 2 for u in parallel):
+            raise HarnessError(f"the upload did not go in parts: {parallel}")
+        ours = Samples([u.seconds for u in parallel])
+        base = Samples([u.seconds for u in single])
         ratio = base.median / ours.median
         s.add(Row(6, f"upload {mib(size)}: 16M parts ×4 vs one POST", speed,
-                  f"parts: {throughput_cell(size, ours)}",
-                  f"one POST: {throughput_cell(size, base)}", f"{ratio:.2f}x", "> 1.0x",
-                  verdict(ratio > 1.0),
+                  f"parts: {throughput_cell(size, ours)}; {Upload.summary(parallel)}",
+                  f"one POST: {throughput_cell(size, base)}; {Upload.summary(single)}",
+                  f"{ratio:.2f}x", "> 1.0x", verdict(ratio > 1.0),
                   {"bytes": size, "parts_seconds": ours.as_dict(),
-                   "one_post_seconds": base.as_dict(), "parts_requests": how, "ratio": ratio}))
+                   "one_post_seconds": base.as_dict(), "parts_uploads": [asdict(u) for u in parallel],
+                   "one_post_uploads": [asdict(u) for u in single], "ratio": ratio}))
 
 
 def bench_rss_growth(s: Suite) -> None:
@@ -570,7 +616,7 @@ def bench_rss_growth(s: Suite) -> None:
     for way, options, purpose in (("one POST", ONE_POST, "user_data"),
                                   ("parallel parts", PARALLEL_PARTS, "assistants")):
         peaks: dict[str, list[int]] = {"small": [], "large": []}
-        for repeat in range(s.profile.repeats):
+        for repeat in range(s.profile.rss_repeats):
             for key, source in (("small", small), ("large", large)):
                 with s.mount(*options, label=f"rss {way} {key} #{repeat}") as m:
                     s.cp_into_mount(m, purpose, f"rss-{key}-{repeat}.bin", source)
@@ -611,15 +657,16 @@ def bench_rss(s: Suite) -> None:
                   {"peak_rss": peaks, "cache_size": CACHE_SIZE, "overhead": RSS_OVERHEAD}))
 
 
-#: in the order they run; rss last, so it can use what the others measured
-BENCHMARKS: dict[str, Callable[[Suite], None]] = {
-    "cold-read": bench_cold_read,
-    "warm-reread": bench_warm_reread,
-    "ls": bench_ls,
-    "upload": bench_upload,
-    "parallel-upload": bench_parallel_upload,
-    "rss-growth": bench_rss_growth,
-    "rss": bench_rss,
+#: name: (number in the brief and the table, function), in the order they run; rss last, so
+#: it can use what the others measured
+BENCHMARKS: dict[str, tuple[int, Callable[[Suite], None]]] = {
+    "cold-read": (1, bench_cold_read),
+    "warm-reread": (2, bench_warm_reread),
+    "ls": (3, bench_ls),
+    "upload": (5, bench_upload),
+    "parallel-upload": (6, bench_parallel_upload),
+    "rss-growth": (7, bench_rss_growth),
+    "rss": (4, bench_rss),
 }
 
 
@@ -652,12 +699,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true",
-                        help="smaller files, 2 repeats, two link speeds (under a minute)")
+                        help="smaller files, fewer repeats, two link speeds (under a minute)")
     parser.add_argument("--only", action="append", metavar="NAME", default=[],
                         help=f"run only these (repeatable or comma-separated): "
                              f"{', '.join(BENCHMARKS)}")
     parser.add_argument("--repeat", type=int, metavar="N",
-                        help="times each measurement is taken (default 3, --quick 2)")
+                        help="times each measurement is taken (default 3; --quick: 2, and 1 "
+                             "for peak RSS)")
     parser.add_argument("--keep", action="store_true",
                         help="keep the temporary folder (emulator data, local files)")
     args = parser.parse_args(argv)
@@ -671,11 +719,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    # SIGTERM unwinds like Ctrl-C, so every mount is unmounted and the emulator stopped
+    signal.signal(signal.SIGTERM, _interrupt)
     profile = QUICK if args.quick else FULL
     if args.repeat:
-        profile = Profile(**{**asdict(profile), "repeats": args.repeat})
+        profile = Profile(**{**asdict(profile), "repeats": args.repeat,
+                             "rss_repeats": args.repeat})
     selected = [name for name in BENCHMARKS if not args.only or name in args.only]
     for tool in ("curl", "fusermount3", "cat", "cp", "ls", "cmp"):
         if shutil.which(tool) is None:
@@ -691,12 +746,13 @@ def main(argv: list[str] | None = None) -> int:
             for name in selected:
                 print(f"[{name}]", flush=True)
                 began = time.perf_counter()
+                number, bench = BENCHMARKS[name]
                 try:
-                    BENCHMARKS[name](suite)
+                    bench(suite)
                 except Exception as exc:  # noqa: BLE001 - reported, the others still run
                     failures.append(f"{name}: {exc!r}")
                     traceback.print_exc()
-                    suite.add(Row(list(BENCHMARKS).index(name) + 1, name, "-", "-", "-", "-",
+                    suite.add(Row(number, name, "-", f"harness error: {exc!r}"[:200], "-", "-",
                                   "-", "ERROR", {"error": repr(exc)}))
                     try:
                         suite.set_speed(None)
