@@ -72,7 +72,8 @@ class Profile:
     list_files: int          # files in user_data for benchmark 3
     repeats: int             # of each timed measurement
     rss_repeats: int         # of each peak RSS measurement of benchmark 7 (not timed)
-    speeds: tuple[tuple[str, int | None], ...]  # (name, bytes per second per request; None: no limit)
+    #: link speeds: (name, bytes per second each request may move; None: no limit)
+    speeds: tuple[tuple[str, int | None], ...]
 
 
 LOOPBACK = ("loopback", None)
@@ -605,7 +606,8 @@ def bench_parallel_upload(s: Suite) -> None:
                   f"one POST: {throughput_cell(size, base)}; {Upload.summary(single)}",
                   f"{ratio:.2f}x", "> 1.0x", verdict(ratio > 1.0),
                   {"bytes": size, "parts_seconds": ours.as_dict(),
-                   "one_post_seconds": base.as_dict(), "parts_uploads": [asdict(u) for u in parallel],
+                   "one_post_seconds": base.as_dict(),
+                   "parts_uploads": [asdict(u) for u in parallel],
                    "one_post_uploads": [asdict(u) for u in single], "ratio": ratio}))
 
 
@@ -692,7 +694,7 @@ def environment() -> dict:
     return {"python": platform.python_version(), "kernel": platform.release(),
             "cpus": os.cpu_count(), "commit": output("git", "rev-parse", "HEAD"),
             "dirty": bool(output("git", "status", "--porcelain")),
-            "curl": output("curl", "--version").splitlines()[0:1]}
+            "curl": (output("curl", "--version").splitlines() or [""])[0]}
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -737,11 +739,18 @@ def main(argv: list[str] | None = None) -> int:
             print(f"bench: {tool} is needed", file=sys.stderr)
             return 1
     started = time.perf_counter()
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    load_at_start = os.getloadavg()
     tmp = Path(tempfile.mkdtemp(prefix="openai-fs-bench-"))
     failures: list[str] = []
     try:
         with EmulatorProcess(tmp / "emulator", api_key=KEY) as emulator:
             suite = Suite(profile, tmp, emulator)
+            cpus = os.cpu_count() or 1
+            if load_at_start[0] > cpus / 2:
+                suite.notes.append(f"the load average was {load_at_start[0]:.1f} on {cpus} CPUs "
+                                   "when the run started: other processes competed for the CPU, "
+                                   "so the spreads are wider than on an idle machine")
             print(f"emulator at {emulator.base_url}, data in {tmp}", flush=True)
             for name in selected:
                 print(f"[{name}]", flush=True)
@@ -773,10 +782,11 @@ def main(argv: list[str] | None = None) -> int:
 
     results = ROOT / "bench" / "results"
     results.mkdir(exist_ok=True)
-    stamp = time.strftime("%Y%m%d-%H%M%S")
+    env = {**environment(), "load_average_at_start": load_at_start,
+           "load_average_at_end": os.getloadavg()}
     report = {"started": stamp, "seconds": elapsed, "quick": args.quick,
               "profile": asdict(profile), "cache_size": CACHE_SIZE, "rss_overhead": RSS_OVERHEAD,
-              "environment": environment(), "rows": [asdict(r) for r in suite.rows],
+              "environment": env, "rows": [asdict(r) for r in suite.rows],
               "notes": suite.notes, "mount_log_problems": suite.problems, "failures": failures}
     out = results / f"{stamp}.json"
     out.write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n")
