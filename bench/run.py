@@ -51,9 +51,11 @@ MB = 1000 * 1000
 CACHE_SIZE = 128 * MiB
 #: what the mount process may use beyond --cache-size (interpreter, libraries, buffers)
 RSS_OVERHEAD = 100 * MiB
-#: a threshold above every file posted here, so they go as one POST /files (its cap is 512 MiB)
-ONE_POST = ("--multipart-threshold", "512M")
-PARALLEL_PARTS = ("--multipart-threshold", "1M", "--part-size", "16M", "--upload-concurrency", "4")
+#: how a mount uploads, by its options: one POST /files (a threshold above every file sent
+#: here; POST /files takes up to 512 MiB), or the Uploads API in parallel parts
+UPLOAD_WAYS = {"one POST": ("--multipart-threshold", "512M"),
+               "parallel parts": ("--multipart-threshold", "1M", "--part-size", "16M",
+                                  "--upload-concurrency", "4")}
 #: log lines of a mount that deserve a look (shown after the table)
 PROBLEM = re.compile(r" (WARNING|ERROR|CRITICAL) |Traceback")
 
@@ -373,6 +375,19 @@ class Suite:
         finally:
             self.set_speed(None)
 
+    def upload_file(self) -> Path:
+        """The file of the upload benchmarks."""
+        return self.local_file("upload.bin", self.profile.upload_bytes, 2)
+
+    def mounted_upload(self, way: str, purpose: str, filename: str, source: Path,
+                       label: str) -> tuple[Upload, int]:
+        """``cp`` on a new mount that uploads ``way`` (a key of UPLOAD_WAYS); the upload and
+        the mount's peak RSS, which is also kept for benchmark 4."""
+        with self.mount(*UPLOAD_WAYS[way], label=label) as m:
+            upload = self.cp_into_mount(m, purpose, filename, source)
+        self.rss.setdefault(f"upload ({way})", []).append(m.peak_rss)
+        return upload, m.peak_rss
+
     def cp_into_mount(self, mount: Mount, purpose: str, filename: str, source: Path) -> Upload:
         """Time ``cp`` of ``source`` into the mount; the upload is done when close() returns.
         The directory is looked up first, so its listing is not part of the time."""
@@ -553,7 +568,7 @@ def bench_ls(s: Suite) -> None:
 
 def bench_upload(s: Suite) -> None:
     """5: ``cp`` into the mount (one POST /files) vs ``curl -F`` at each link speed."""
-    source = s.local_file("upload.bin", s.profile.upload_bytes, 2)
+    source = s.upload_file()
     size = source.stat().st_size
     for speed, _ in s.cases():
         curl_times, uploads = [], []
@@ -568,9 +583,8 @@ def bench_upload(s: Suite) -> None:
             if posted.get("bytes") != size:
                 raise HarnessError(f"curl -F made {posted}")
             s.delete(posted["id"])
-            with s.mount(*ONE_POST, label=f"upload {speed} #{repeat}") as m:
-                uploads.append(s.cp_into_mount(m, "user_data", name, source))
-            s.rss.setdefault("upload (one POST)", []).append(m.peak_rss)
+            uploads.append(s.mounted_upload("one POST", "user_data", name, source,
+                                            f"upload {speed} #{repeat}")[0])
         if any(u.requests["post_files"] != 1 for u in uploads):
             raise HarnessError(f"the upload was not one POST /files: {uploads}")
         ours, base = Samples([u.seconds for u in uploads]), Samples(curl_times)
@@ -585,17 +599,14 @@ def bench_upload(s: Suite) -> None:
 
 def bench_parallel_upload(s: Suite) -> None:
     """6: the Uploads API in parallel parts vs one POST /files, both through the mount."""
-    source = s.local_file("upload.bin", s.profile.upload_bytes, 2)
+    source = s.upload_file()
     size = source.stat().st_size
     for speed, _ in s.cases():
         single, parallel = [], []
         for repeat in range(s.profile.repeats):
-            with s.mount(*ONE_POST, label=f"one POST {speed} #{repeat}") as m:
-                single.append(s.cp_into_mount(m, "assistants", f"single-{repeat}.bin", source))
-            s.rss.setdefault("upload (one POST)", []).append(m.peak_rss)
-            with s.mount(*PARALLEL_PARTS, label=f"parts {speed} #{repeat}") as m:
-                parallel.append(s.cp_into_mount(m, "assistants", f"parts-{repeat}.bin", source))
-            s.rss.setdefault("upload (parallel parts)", []).append(m.peak_rss)
+            for way, uploads in (("one POST", single), ("parallel parts", parallel)):
+                uploads.append(s.mounted_upload(way, "assistants", f"{way[:3]}-{repeat}.bin",
+                                                source, f"{way} {speed} #{repeat}")[0])
         if any(u.requests["parts"] < 2 for u in parallel):
             raise HarnessError(f"the upload did not go in parts: {parallel}")
         ours = Samples([u.seconds for u in parallel])
@@ -614,16 +625,13 @@ def bench_parallel_upload(s: Suite) -> None:
 def bench_rss_growth(s: Suite) -> None:
     """7: peak RSS after a small and a large upload, each on a fresh mount, both ways."""
     small = s.local_file("upload-small.bin", s.profile.small_upload_bytes, 3)
-    large = s.local_file("upload.bin", s.profile.upload_bytes, 2)
-    for way, options, purpose in (("one POST", ONE_POST, "user_data"),
-                                  ("parallel parts", PARALLEL_PARTS, "assistants")):
+    large = s.upload_file()
+    for way in UPLOAD_WAYS:
         peaks: dict[str, list[int]] = {"small": [], "large": []}
         for repeat in range(s.profile.rss_repeats):
             for key, source in (("small", small), ("large", large)):
-                with s.mount(*options, label=f"rss {way} {key} #{repeat}") as m:
-                    s.cp_into_mount(m, purpose, f"rss-{key}-{repeat}.bin", source)
-                peaks[key].append(m.peak_rss)
-                s.rss.setdefault(f"upload ({way})", []).append(m.peak_rss)
+                peaks[key].append(s.mounted_upload(way, "assistants", f"rss-{key}-{repeat}.bin",
+                                                   source, f"rss {way} {key} #{repeat}")[1])
         low, high = Samples(peaks["small"]), Samples(peaks["large"])
         ratio = high.median / low.median
         s.add(Row(7, f"peak RSS, upload {mib(large.stat().st_size)} vs "
@@ -643,17 +651,15 @@ def bench_rss(s: Suite) -> None:
         with s.mount(label="rss cold read") as m:
             run(["cat", str(m / "assistants" / "big.bin")])
         s.rss["cold read"] = [m.peak_rss]
-    source = s.local_file("upload.bin", s.profile.upload_bytes, 2)
-    for way, options in (("one POST", ONE_POST), ("parallel parts", PARALLEL_PARTS)):
-        key = f"upload ({way})"
-        if key not in s.rss:
-            with s.mount(*options, label=f"rss {key}") as m:
-                s.cp_into_mount(m, "assistants", f"rss-{way.replace(' ', '-')}.bin", source)
-            s.rss[key] = [m.peak_rss]
+    for way in UPLOAD_WAYS:
+        if f"upload ({way})" not in s.rss:
+            s.mounted_upload(way, "assistants", f"rss-{way[:3]}.bin", s.upload_file(),
+                             f"rss {way}")
     limit = CACHE_SIZE + RSS_OVERHEAD
-    for what, peaks in s.rss.items():
+    for what, peaks in sorted(s.rss.items()):   # cold read, upload (one POST), (parallel parts)
         worst = max(peaks)
-        s.add(Row(4, f"peak RSS after {what}", f"{len(peaks)} mounts", mib(worst),
+        s.add(Row(4, f"peak RSS after {what}", f"{len(peaks)} mount{'s' * (len(peaks) > 1)}",
+                  mib(worst),
                   f"--cache-size {mib(CACHE_SIZE)} + {mib(RSS_OVERHEAD)} = {mib(limit)}",
                   f"{worst / limit:.2f}x", "≤ 1.0x", verdict(worst <= limit),
                   {"peak_rss": peaks, "cache_size": CACHE_SIZE, "overhead": RSS_OVERHEAD}))
