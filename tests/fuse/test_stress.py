@@ -307,8 +307,8 @@ def seed_files(emulator) -> dict[tuple[str, str], tuple[str, int]]:
 
 def plan(root: Path, tmp_path: Path, seeded: dict, overwritten: dict, new_files: dict,
          contended: dict) -> list[tuple]:
-    """Every task of the run, shuffled: reads of every seeded file (READS times; ranged reads of the
-    large ones), the rewrites, the new files (every tenth by a real cp), the contended
+    """Every task of the run, shuffled: reads of every seeded file (READS times; ranged reads
+    of the large ones), the rewrites, the new files (every tenth by a real cp), the contended
     replacements, listings, and real cat and cp of seeded files."""
     outside = tmp_path / "outside"
     outside.mkdir()
