@@ -18,3 +18,25 @@ def test_by_id_drops_a_file_deleted_elsewhere(mount, emulator):
     assert os.listdir(mounted / ".by-id") == [made["id"]]
     delete_on_server(emulator, made["id"])
     assert os.listdir(mounted / ".by-id") == []
+
+
+def test_a_file_replaced_by_a_rename_is_deleted_when_its_replacement_is_removed(mount, emulator):
+    # Shrunk from: open a new file for writing, rename it over an uploaded file, rm it, close.
+    # A rename over a file replaces it (the mount hides it at once and deletes it once the
+    # moved file is uploaded, docs/SEMANTICS.md section 10). When the moved file is removed
+    # before its upload, the replaced file must go too (as on any filesystem: mv new a; rm a
+    # leaves no a), or at least show again. The mount does neither: it stays on the server,
+    # hidden from the mount only (for the 5 minutes its own delete is trusted over listings).
+    mounted = mount("--dir-ttl", "0")
+    old = upload_on_server(emulator, "a.txt", "assistants", b"old")
+    directory = mounted / "assistants"
+    fd = os.open(directory / "new.txt", os.O_WRONLY | os.O_CREAT | os.O_EXCL)
+    try:
+        os.write(fd, b"new")
+        os.rename(directory / "new.txt", directory / "a.txt")
+        os.unlink(directory / "a.txt")
+    finally:
+        os.close(fd)
+    assert os.listdir(directory) == []
+    live = [f["id"] for f in emulator.control.state()["files"] if not f["deleted"]]
+    assert old["id"] not in live, "the replaced file is still on the server, hidden"
