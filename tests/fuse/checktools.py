@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import httpx
@@ -59,6 +61,15 @@ def peak_rss(pid: int) -> int:
 def files_under(folder: Path) -> list[Path]:
     """Every regular file below ``folder``."""
     return sorted(path for path in Path(folder).rglob("*") if path.is_file())
+
+
+def openai_fs(*args: str, env: dict[str, str | None] | None = None
+              ) -> subprocess.CompletedProcess:
+    """``openai-fs ARGS`` with the environment changed by ``env`` (None removes a variable)."""
+    full = {**os.environ, **(env or {})}
+    return subprocess.run([sys.executable, "-m", "openai_fs", *args], capture_output=True,
+                          text=True, timeout=60,
+                          env={k: v for k, v in full.items() if v is not None})
 
 
 def need(tool: str, package: str) -> str:

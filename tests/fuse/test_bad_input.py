@@ -18,19 +18,12 @@ from pathlib import Path
 
 import pytest
 
-from checktools import (MiB, live_files, need, server_range, server_sha256, small_tmpfs)
+from checktools import (MiB, live_files, need, openai_fs, server_range, server_sha256,
+                        small_tmpfs)
 from fusetools import run, wait_for
 from openai_fs.emulator.control import EmulatorProcess
 
 GiB = 1024 * MiB
-
-
-def openai_fs(*args: str, env: dict[str, str | None], timeout: float = 60
-              ) -> subprocess.CompletedProcess:
-    full = {**os.environ, **env}
-    return subprocess.run([sys.executable, "-m", "openai_fs", *args], capture_output=True,
-                          text=True, timeout=timeout,
-                          env={k: v for k, v in full.items() if v is not None})
 
 
 def xattr(path, name: str) -> bytes:

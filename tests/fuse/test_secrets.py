@@ -7,25 +7,16 @@ import errno
 import os
 import shutil
 import stat
-import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
 import pytest
 
-from checktools import MiB, as_user, files_under, live_files
+from checktools import MiB, as_user, files_under, live_files, openai_fs
 from fusetools import run
 from openai_fs.emulator.control import EmulatorProcess
 
 NOBODY = 65534
-
-
-def openai_fs(*args: str, env: dict[str, str | None]) -> subprocess.CompletedProcess:
-    full = {**os.environ, **env}
-    return subprocess.run([sys.executable, "-m", "openai_fs", *args], capture_output=True,
-                          text=True, timeout=60,
-                          env={k: v for k, v in full.items() if v is not None})
 
 
 @pytest.mark.parametrize("key", ["sk-proj-Zq7LEAKCHECKa9Xw2Rt5Yu8Io3Pm6Nb1",
@@ -68,8 +59,8 @@ def test_the_key_is_in_no_argv_log_status_or_cache_file(mount, seed, emulator, t
 
     with open(f"/proc/{mounted.process.pid}/cmdline", "rb") as cmdline:
         argv = cmdline.read()
-    status_text = openai_fs("status", str(mounted.path), env={}).stdout
-    status_json = openai_fs("status", "--json", str(mounted.path), env={}).stdout
+    status_text = openai_fs("status", str(mounted.path)).stdout
+    status_json = openai_fs("status", "--json", str(mounted.path)).stdout
     assert "Recently failed" in status_text and "is not allowed here" in status_json
     assert mounted.unmount() == 0
     log = mounted.log()
