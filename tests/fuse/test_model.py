@@ -641,7 +641,7 @@ class MountModel(RuleBasedStateMachine):
             # the last uploaded bytes or the local ones; its writer's close sends them anyway
             case("rename: a file with unsaved changes")
             self.add(new_id, purpose, filename, bytes(spool.data),
-                     may_be=(old.content,) if old else ())
+                     may_be=(old.content, *old.may_be) if old else ())
         else:
             self.add(new_id, purpose, filename, entry.content)
         self.deleted(entry.id, by_mount=True)
@@ -692,6 +692,9 @@ class MountModel(RuleBasedStateMachine):
                 path = directory / name
                 info = os.stat(path)
                 assert info.st_size == len(entry.content), path
+                assert os.getxattr(path, "user.openai.filename") == \
+                    names.name_bytes(entry.filename), path
+                assert os.getxattr(path, "user.openai.purpose") == purpose.encode(), path
                 if entry.id is None:
                     assert os.getxattr(path, "user.openai.status") == b"not uploaded", path
                 else:

@@ -40,3 +40,28 @@ def test_a_file_replaced_by_a_rename_is_deleted_when_its_replacement_is_removed(
     assert os.listdir(directory) == []
     live = [f["id"] for f in emulator.control.state()["files"] if not f["deleted"]]
     assert old["id"] not in live, "the replaced file is still on the server, hidden"
+
+
+def test_a_file_being_written_can_be_moved_after_its_original_was_deleted_elsewhere(
+        mount, emulator):
+    # open(O_TRUNC) keeps the file in the mount while it is written, even when another client
+    # deletes the server file meanwhile: ls shows it and cat reads the new bytes. mv must work
+    # too: the mount has every byte of it locally. It fails with ENOENT because the move
+    # re-uploads the server copy of the file (now gone) instead of the local one.
+    mounted = mount("--dir-ttl", "0")
+    old = upload_on_server(emulator, "a.txt", "assistants", b"old")
+    directory = mounted / "assistants"
+    fd = os.open(directory / "a.txt", os.O_WRONLY | os.O_TRUNC)
+    try:
+        os.write(fd, b"new bytes")
+        delete_on_server(emulator, old["id"])
+        assert os.listdir(directory) == ["a.txt"]
+        assert (directory / "a.txt").read_bytes() == b"new bytes"
+        os.rename(directory / "a.txt", directory / "b.txt")
+    finally:
+        os.close(fd)
+    assert os.listdir(directory) == ["b.txt"]
+    assert (directory / "b.txt").read_bytes() == b"new bytes"
+    live = [(f["filename"], f["bytes"]) for f in emulator.control.state()["files"]
+            if not f["deleted"]]
+    assert live == [("b.txt", len(b"new bytes"))]
