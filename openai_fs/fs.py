@@ -221,6 +221,9 @@ class Operations(pyfuse3.Operations):
             return pyfuse3.FileInfo(fh=self._add_handle(Handle(None, snapshot=snapshot)),
                                     direct_io=True, keep_cache=False)
         entry = self._file(inode)
+        if entry.file is None and entry.local is None:
+            raise FSError(errno.ENOENT, f"{entry.directory.name}/{entry.name} is gone",
+                          level=logging.DEBUG)
         if flags & os.O_ACCMODE != os.O_RDONLY or flags & os.O_TRUNC:
             return await self._open_for_writing(entry, flags)
         if entry.local is not None:
@@ -248,7 +251,8 @@ class Operations(pyfuse3.Operations):
                 local = self.uploads.open_existing(entry)
             entry.local = local
         elif flags & os.O_TRUNC:
-            local.truncate(0)
+            async with local.lock:      # not under an upload that is reading the spool
+                local.truncate(0)
         self.uploads.reopened(entry)
         local.handles += 1
         self._kernel_cached.pop(entry.inode, None)
@@ -262,6 +266,7 @@ class Operations(pyfuse3.Operations):
         if not isinstance(directory, PurposeDir):
             raise FSError(errno.EACCES, "files can only be created in a purpose directory",
                           level=logging.INFO)
+        _check_new_name(name)
         existing = directory.by_name.get(text)
         if existing is not None:
             if flags & os.O_EXCL:
@@ -286,12 +291,19 @@ class Operations(pyfuse3.Operations):
         handle = self._handles[fh]
         if handle.snapshot is not None:
             return handle.snapshot[off:off + size]
-        if handle.local is not None:
-            if handle.local.base is not None:
-                await self.uploads.ensure_loaded(handle.local)
-            return handle.local.read(off, size)
-        assert handle.file is not None
-        return await self.cache.read(handle.file, off, size)
+        local, file = handle.local, handle.file
+        entry = handle.entry
+        if local is None and entry is not None and not entry.removed:
+            # As on a local disk, a descriptor reads what the file holds now: after another
+            # one replaced it (the kernel already shows the new size), the new bytes. Only a
+            # file removed from the namespace (rm) keeps serving the bytes it was opened with.
+            local, file = entry.local, entry.file or file
+        if local is not None:
+            if local.base is not None:
+                await self.uploads.ensure_loaded(local)
+            return local.read(off, size)
+        assert file is not None
+        return await self.cache.read(file, off, size)
 
     @_handler
     async def write(self, fh: int, off: int, buf: bytes) -> int:
@@ -347,6 +359,8 @@ class Operations(pyfuse3.Operations):
                     log.error("%s", exc.message)
             if entry.local is local:
                 entry.local = None
+                if local.failure is not None:
+                    self.uploads.refused(entry)
             self.uploads.release_local(local, entry)
         elif handle.file is not None:
             self.cache.unpin(handle.file.id)
@@ -406,6 +420,7 @@ class Operations(pyfuse3.Operations):
         if not isinstance(source, FileEntry) or not isinstance(target_dir, PurposeDir):
             raise FSError(errno.EPERM, "only files can be moved, and only into a purpose "
                                        "directory", level=logging.INFO)
+        _check_new_name(name_new)
         new_name = _text(name_new)
         if not names.fits(new_name):
             raise FSError(errno.ENAMETOOLONG, "name too long", level=logging.INFO)
@@ -515,6 +530,15 @@ class Operations(pyfuse3.Operations):
             return pyfuse3.FUSEError(exc.errno)
         log.exception("%s failed unexpectedly", operation, exc_info=exc)
         return pyfuse3.FUSEError(errno.EIO)
+
+
+def _check_new_name(name: bytes) -> None:
+    """A name for a new file must be valid UTF-8: the API stores names as text."""
+    try:
+        name.decode("utf-8")
+    except UnicodeDecodeError:
+        raise FSError(errno.EINVAL, f"{name!r}: refused, a filename must be valid UTF-8",
+                      level=logging.INFO) from None
 
 
 def _text(name: bytes) -> str:

@@ -6,6 +6,7 @@ Library loggers that log per request (httpx, httpcore) stay at WARNING unless ``
 from __future__ import annotations
 
 import logging
+import re
 import sys
 import time
 from collections import deque
@@ -17,6 +18,13 @@ FORMAT = "%(asctime)s.%(msecs)03d %(levelname)s %(name)s: %(message)s"
 DATE_FORMAT = "%Y-%m-%d %H:%M:%S"
 
 
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def _escape(match: re.Match[str]) -> str:
+    return repr(match.group())[1:-1]
+
+
 class RedactingFilter(logging.Filter):
     """Renders each record's message and removes the key (and anything key-shaped) from it."""
 
@@ -25,7 +33,9 @@ class RedactingFilter(logging.Filter):
         self._secret = secret
 
     def filter(self, record: logging.LogRecord) -> bool:
-        record.msg = redact(record.getMessage(), self._secret)
+        # a filename may hold a newline or an escape sequence: shown escaped, it cannot forge
+        # a log line or move the terminal's cursor
+        record.msg = _CONTROL.sub(_escape, redact(record.getMessage(), self._secret))
         record.args = None
         if record.exc_info and record.exc_info[1] is not None:
             record.exc_text = redact(logging.Formatter().formatException(record.exc_info),

@@ -257,13 +257,13 @@ class Namespace:
             by_purpose: dict[str, list[FileObject]] = {}
             for found in files:
                 by_purpose.setdefault(found.purpose, []).append(found)
-            for purpose, group in by_purpose.items():
-                directory = self.purpose_dir(purpose)
-                for found in group:
-                    if found.id not in directory.files and found.id not in \
-                            directory.recent_deletes:
-                        self._server_entry(directory, found)
-                self._rename_all(directory)
+            for purpose in by_purpose:
+                self.purpose_dir(purpose)
+            # the full listing holds every purpose's listing: apply each (new files appear,
+            # files deleted elsewhere go), as a listing of that purpose alone would
+            for purpose, directory in self.purpose_dirs.items():
+                self._apply_listing(directory, by_purpose.get(purpose, []))
+                directory.listed_at = max(directory.listed_at or started, started)
             self._all_ids = {found.id for found in files}
             self.total_listed_bytes = sum(found.bytes for found in files)
             self._all_listed_at = started

@@ -266,6 +266,7 @@ class UploadEngine:
         """Upload the spool of ``entry`` if it changed; raises FSError when that fails."""
         async with local.lock:
             if local.failure is not None:
+                self.refused(entry, local)
                 raise local.failure
             if not local.dirty or local.discarded or entry.removed and entry.local is not local:
                 return
@@ -275,6 +276,7 @@ class UploadEngine:
             violation = rule_violation(purpose, filename, local.size, where)
             if violation is not None:
                 local.failure = violation
+                self.refused(entry, local)
                 raise violation
             try:
                 uploaded = await self._upload(where, filename, purpose, local.path, local.size,
@@ -311,6 +313,22 @@ class UploadEngine:
                                                  progress=transfer.advance)
         finally:
             self._finished(transfer)
+
+    def refused(self, entry: FileEntry, local: LocalFile | None = None) -> None:
+        """A file that will not be uploaded (it broke a rule, or the spool disk is full) stops
+        pretending: a new file leaves its directory, a replacement shows the old file again.
+        The writer was told with the errno of its failure; the partial bytes are dropped."""
+        if local is not None and entry.local is not local:
+            return
+        entry.local = None
+        if entry.file is None:
+            if not entry.removed:
+                self.namespace.removed(entry)
+        else:
+            self.namespace.refresh_names(entry.directory)
+        for hidden in entry.supersedes:
+            self.namespace.restore(hidden)
+        entry.supersedes = []
 
     def _failed(self, entry: FileEntry, local: LocalFile, where: str,
                 exc: BaseException) -> UploadFailed:
@@ -381,6 +399,11 @@ class UploadEngine:
             entry.local = None
         if entry.file is None:
             self.namespace.removed(entry)
+            # it had been renamed over files that were waiting for its upload to go: they are
+            # replaced, so they go now (as rename-then-rm does on any filesystem)
+            superseded, entry.supersedes = entry.supersedes, []
+            for old in superseded:
+                await self._delete_replaced(f"{entry.directory.name}/{entry.name}", old)
             return
         file = entry.file
         if self.cache.disk.is_pinned(file.id):
