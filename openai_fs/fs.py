@@ -20,7 +20,7 @@ from typing import Any, Callable
 import pyfuse3
 import trio
 
-from openai_fs import names
+from openai_fs import names, openers
 from openai_fs.api import APIError, FileObject
 from openai_fs.cache import ContentCache
 from openai_fs.errors import FSError, errno_for, log_level_for
@@ -63,13 +63,19 @@ class Handle:
     writable: bool = False
     #: a snapshot served by the control file
     snapshot: bytes | None = None
+    #: the process that opened it (see ``flush``)
+    opener: int | None = None
 
 
 def _handler(method: Callable[..., Any]) -> Callable[..., Any]:
     """Map every failure of a handler to a FUSEError (see the module docstring)."""
 
+    name = method.__name__
+
     @functools.wraps(method)
     async def wrapper(self: Operations, *args: Any) -> Any:
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("%s%s", name, _shown(args))
         try:
             return await method(self, *args)
         except pyfuse3.FUSEError:
@@ -99,6 +105,8 @@ class Operations(pyfuse3.Operations):
         self._next_fh = 1
         #: the file id whose pages the kernel may hold for an inode (see ``open``)
         self._kernel_cached: dict[int, str] = {}
+        #: the kernel's id of this mount, to recognise its descriptors in /proc (see flush)
+        self.mount_id: int | None = None
 
     # ------------------------------------------------------------ attributes
 
@@ -225,7 +233,7 @@ class Operations(pyfuse3.Operations):
             raise FSError(errno.ENOENT, f"{entry.directory.name}/{entry.name} is gone",
                           level=logging.DEBUG)
         if flags & os.O_ACCMODE != os.O_RDONLY or flags & os.O_TRUNC:
-            return await self._open_for_writing(entry, flags)
+            return await self._open_for_writing(entry, flags, _pid(ctx))
         if entry.local is not None:
             self.uploads.reopened(entry)
             entry.local.handles += 1
@@ -240,7 +248,8 @@ class Operations(pyfuse3.Operations):
         self._kernel_cached[inode] = entry.file.id
         return pyfuse3.FileInfo(fh=fh, keep_cache=keep)
 
-    async def _open_for_writing(self, entry: FileEntry, flags: int) -> pyfuse3.FileInfo:
+    async def _open_for_writing(self, entry: FileEntry, flags: int,
+                                opener: int | None) -> pyfuse3.FileInfo:
         if not entry.writable:
             raise _not_writable(entry.directory)
         local = entry.local
@@ -256,7 +265,7 @@ class Operations(pyfuse3.Operations):
         self.uploads.reopened(entry)
         local.handles += 1
         self._kernel_cached.pop(entry.inode, None)
-        fh = self._add_handle(Handle(entry, entry.file, local, writable=True))
+        fh = self._add_handle(Handle(entry, entry.file, local, writable=True, opener=opener))
         return pyfuse3.FileInfo(fh=fh, keep_cache=False)
 
     @_handler
@@ -272,7 +281,7 @@ class Operations(pyfuse3.Operations):
             if flags & os.O_EXCL:
                 raise FSError(errno.EEXIST, f"{directory.name}/{text} exists",
                               level=logging.DEBUG)
-            info = await self._open_for_writing(existing, flags)
+            info = await self._open_for_writing(existing, flags, _pid(ctx))
             self.namespace.remember(existing)
             return info, self.attributes(existing)
         if not names.fits(text):
@@ -283,7 +292,7 @@ class Operations(pyfuse3.Operations):
         entry = self.namespace.add_unsent(directory, text, local)
         local.handles += 1
         self.namespace.remember(entry)
-        fh = self._add_handle(Handle(entry, None, local, writable=True))
+        fh = self._add_handle(Handle(entry, None, local, writable=True, opener=_pid(ctx)))
         return pyfuse3.FileInfo(fh=fh, keep_cache=False), self.attributes(entry)
 
     @_handler
@@ -324,7 +333,20 @@ class Operations(pyfuse3.Operations):
         if handle.writable and handle.entry is not None and handle.local is not None:
             if self.uploads.defers(handle.entry):
                 return      # a temporary file: uploaded when renamed (see UploadEngine.defers)
+            if handle.local.dirty and self._closed_by_a_copy(handle):
+                # A program started by the writer (its copy of the descriptor closes at
+                # exec), a forked child or a dup closed: the writer itself still has the
+                # file open and is not done; its own close uploads. This also spares a
+                # shell's "echo text > file" the upload of an empty file first.
+                log.debug("flush of %s from a copy of the descriptor: upload deferred",
+                          handle.entry.name)
+                return
             await self.uploads.commit(handle.entry, handle.local)
+
+    def _closed_by_a_copy(self, handle: Handle) -> bool:
+        if handle.opener is None or self.mount_id is None or handle.entry is None:
+            return False
+        return openers.holds_open(handle.opener, self.mount_id, handle.entry.inode) is True
 
     @_handler
     async def fsync(self, fh: int, datasync: bool) -> None:
@@ -530,6 +552,23 @@ class Operations(pyfuse3.Operations):
             return pyfuse3.FUSEError(exc.errno)
         log.exception("%s failed unexpectedly", operation, exc_info=exc)
         return pyfuse3.FUSEError(errno.EIO)
+
+
+def _shown(args: tuple[Any, ...]) -> str:
+    """A handler's arguments for the debug log: bytes shortened, no request context."""
+    shown = []
+    for arg in args:
+        if isinstance(arg, (bytes, bytearray)) and len(arg) > 64:
+            shown.append(f"<{len(arg)} bytes>")
+        elif isinstance(arg, (int, bytes, str, float)) or arg is None:
+            shown.append(repr(arg))
+    return "(" + ", ".join(shown) + ")"
+
+
+def _pid(ctx) -> int | None:
+    """The process behind a request (for ``flush``'s check of who still holds the file)."""
+    thread = getattr(ctx, "pid", None)
+    return openers.process_of(thread) if thread else None
 
 
 def _check_new_name(name: bytes) -> None:

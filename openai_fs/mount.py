@@ -23,7 +23,7 @@ from pathlib import Path
 import pyfuse3
 import trio
 
-from openai_fs import __version__, logs
+from openai_fs import __version__, logs, openers
 from openai_fs.api import APIError, AuthenticationError, FilesClient, PermissionDeniedError
 from openai_fs.api.retry import RetryPolicy
 from openai_fs.cache import ContentCache, DiskCache
@@ -190,6 +190,8 @@ async def _serve(options: MountOptions, client: FilesClient, readiness: Readines
             raise MountFailed(f"cannot use the cache folder {cache_dir}: {exc.strerror}") \
                 from None
         started = time.time()
+        # resolved now: once mounted, resolving it would ask this very process (a deadlock)
+        mountpoint = os.path.realpath(options.mountpoint)
         async with trio.open_nursery() as nursery:
             disk = DiskCache(cache_dir, options.disk_cache_size, server=client.base_url)
             await trio.to_thread.run_sync(disk.scan)
@@ -204,7 +206,7 @@ async def _serve(options: MountOptions, client: FilesClient, readiness: Readines
 
             def status() -> dict[str, object]:
                 return {"pid": os.getpid(), "version": __version__,
-                        "mountpoint": str(options.mountpoint.resolve()),
+                        "mountpoint": mountpoint,
                         "server": client.base_url, "read_only": options.read_only,
                         "started": started, "uploads": uploads.statistics(),
                         "cache": cache.statistics(), "requests": client.stats.as_dict(),
@@ -225,6 +227,7 @@ async def _serve(options: MountOptions, client: FilesClient, readiness: Readines
             except RuntimeError as exc:
                 uploads.close()
                 raise MountFailed(f"cannot mount on {options.mountpoint}: {exc}") from None
+            operations.mount_id = openers.mount_id(mountpoint)
             clean = False
             try:
                 nursery.start_soon(_stop_on_signal, uploads, options.mountpoint)

@@ -189,6 +189,34 @@ def test_several_descriptors_of_one_file(mount, emulator):
         b"one two three"
 
 
+@pytest.mark.parametrize("shell", ["sh", "bash"])
+def test_a_shell_redirection_uploads_once(mount, emulator, shell):
+    mounted = mount()
+    emulator.control.clear_requests()
+    run(shell, "-c", f"echo once > '{mounted / 'evals' / 'once.txt'}'")
+    assert server_content(emulator, only_file(emulator, "evals", "once.txt")["id"]) == b"once\n"
+    # the shell's first close (before echo writes) comes while it still holds the file
+    # through its stdout: no empty file is uploaded first, and nothing is deleted
+    assert [r["method"] for r in emulator.control.requests()
+            if r["method"] in ("POST", "DELETE")] == ["POST"]
+
+
+def test_starting_a_program_while_writing_does_not_upload_the_partial_file(mount, emulator):
+    mounted = mount()
+    emulator.control.clear_requests()
+    with open(mounted / "user_data" / "log.txt", "wb") as handle:
+        handle.write(b"first half, ")
+        handle.flush()
+        # the program's copy of the descriptor is closed when it starts (close-on-exec)
+        subprocess.run(["true"], check=True, close_fds=False)
+        subprocess.run([sys.executable, "-c", "pass"], check=True)
+        assert [r for r in emulator.control.requests() if r["method"] == "POST"] == []
+        handle.write(b"second half")
+    made = only_file(emulator, "user_data", "log.txt")
+    assert server_content(emulator, made["id"]) == b"first half, second half"
+    assert len([r for r in emulator.control.requests() if r["method"] == "POST"]) == 1
+
+
 def test_rm_deletes_on_the_server_and_already_gone_is_enoent(mount, emulator, seed):
     first = seed("a.txt", "assistants", b"a")
     second = seed("b.txt", "assistants", b"b")
@@ -427,9 +455,12 @@ def test_a_failed_replacement_keeps_the_old_file_under_the_name(mount, emulator,
     emulator.control.add_fault("status", method="POST", path="/v1/files$", status=400)
     mounted = mount()
     mounted.expect_log(r"upload of assistants/keep.txt failed: 400")
-    result = run("sh", "-c", f"echo broken > '{mounted / 'assistants' / 'keep.txt'}'",
-                 check=False)
-    assert result.returncode != 0
+    # a writer that checks close() (a shell ignores the close at its exit, on any filesystem)
+    handle = open(mounted / "assistants" / "keep.txt", "wb")
+    handle.write(b"broken")
+    with pytest.raises(OSError) as caught:
+        handle.close()
+    assert caught.value.errno == errno.EINVAL
     assert [f["id"] for f in server_files(emulator)] == [old["id"]]
     emulator.control.clear_faults()
     assert (mounted / "assistants" / "keep.txt").read_bytes() == b"old and good"

@@ -1,0 +1,66 @@
+"""Who still holds a file open: read from /proc, never through the mount itself.
+
+pyfuse3 does not tell ``flush`` which process is closing. The process that opened a file is
+known from ``open``; if it still holds a descriptor of the file when a ``flush`` arrives,
+that close came from a copy of the descriptor (a forked child or program that inherited it,
+or a ``dup``), not from the writer finishing. ``/proc/PID/fdinfo/FD`` names the mount and the
+inode of each descriptor, so this never touches the mount (which would deadlock).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+
+def mount_id(resolved_mountpoint: str) -> int | None:
+    """The id the kernel gives the mount on ``resolved_mountpoint`` (as in /proc/*/fdinfo).
+
+    The path must be resolved *before* mounting: resolving it afterwards would stat the
+    mount point, a request to the very process that is asking, which deadlocks."""
+    target = resolved_mountpoint
+    try:
+        with open("/proc/self/mountinfo", encoding="utf-8") as table:
+            for line in table:
+                fields = line.split()
+                point = fields[4].replace("\\040", " ").replace("\\011", "\t") \
+                    .replace("\\012", "\n").replace("\\134", "\\")
+                if point == target:
+                    found = int(fields[0])      # the last one is the mount on top
+            return found
+    except (OSError, ValueError, IndexError, UnboundLocalError):
+        return None
+
+
+def process_of(thread: int) -> int:
+    """The process (thread group) a thread id belongs to; FUSE reports the calling thread."""
+    try:
+        with open(f"/proc/{thread}/status", encoding="utf-8") as status:
+            for line in status:
+                if line.startswith("Tgid:"):
+                    return int(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        pass
+    return thread
+
+
+def holds_open(pid: int, mount: int, inode: int) -> bool | None:
+    """Whether process ``pid`` has a descriptor of ``inode`` on ``mount``; None when it
+    cannot be told (the process is gone or not ours to look at)."""
+    fds = Path(f"/proc/{pid}/fdinfo")
+    try:
+        names = os.listdir(fds)
+    except FileNotFoundError:
+        return False                    # the process is gone: it holds nothing
+    except OSError:
+        return None
+    wanted = (f"mnt_id:\t{mount}", f"ino:\t{inode}")
+    for name in names:
+        try:
+            info = (fds / name).read_text()
+        except OSError:
+            continue                    # closed meanwhile
+        lines = info.splitlines()
+        if wanted[0] in lines and wanted[1] in lines:
+            return True
+    return False
