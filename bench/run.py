@@ -28,6 +28,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import traceback
 from dataclasses import asdict, dataclass, field
@@ -56,6 +57,10 @@ RSS_OVERHEAD = 100 * MiB
 UPLOAD_WAYS = {"one POST": ("--multipart-threshold", "512M"),
                "parallel parts": ("--multipart-threshold", "1M", "--part-size", "16M",
                                   "--upload-concurrency", "4")}
+#: seconds a mount may take to start answering, or to exit once unmounted
+MOUNT_TIMEOUT = 30
+#: seconds any one command (cat, cp, curl, ls) may take before the benchmark fails
+COMMAND_TIMEOUT = 600
 #: log lines of a mount that deserve a look (shown after the table)
 PROBLEM = re.compile(r" (WARNING|ERROR|CRITICAL) |Traceback")
 
@@ -148,7 +153,8 @@ def verdict(ok: bool) -> str:
 def run(argv: list[str], *, capture: bool = False) -> subprocess.CompletedProcess:
     """Run a program; its stdout goes to /dev/null unless ``capture``."""
     result = subprocess.run(argv, stdin=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                            stdout=subprocess.PIPE if capture else subprocess.DEVNULL)
+                            stdout=subprocess.PIPE if capture else subprocess.DEVNULL,
+                            timeout=COMMAND_TIMEOUT)
     if result.returncode != 0:
         raise HarnessError(f"{' '.join(argv)} exited with {result.returncode}: "
                            f"{result.stderr.decode(errors='replace').strip()}")
@@ -160,6 +166,21 @@ def timed(argv: list[str], *, capture: bool = False) -> tuple[float, bytes | Non
     started = time.perf_counter()
     result = run(argv, capture=capture)
     return time.perf_counter() - started, result.stdout
+
+
+def mounted(path: Path) -> bool:
+    """Whether something is mounted on ``path``, from /proc/self/mountinfo: unlike
+    ``os.path.ismount`` this never asks the filesystem, so a mount that hangs cannot block it."""
+    target = str(path).replace(" ", "\\040")
+    with open("/proc/self/mountinfo") as mountinfo:
+        return any(line.split()[4] == target for line in mountinfo)
+
+
+def _stat_quietly(path: Path) -> None:
+    try:
+        os.stat(path)
+    except OSError:
+        pass    # the mount died; the caller sees that from the process
 
 
 def peak_rss(pid: int) -> int:
@@ -202,14 +223,24 @@ class Mount:
         finally:
             output.close()
         try:
-            deadline = time.monotonic() + 30
-            while not os.path.ismount(self.path):
+            deadline = time.monotonic() + MOUNT_TIMEOUT
+            while not mounted(self.path):
                 if self.process.poll() is not None:
                     raise HarnessError(f"the mount exited with {self.process.returncode}: "
                                        f"{self._output()}")
                 if time.monotonic() > deadline:
-                    raise HarnessError(f"the mount was not live within 30 s: {self._output()}")
+                    raise HarnessError(f"the mount was not made within {MOUNT_TIMEOUT} s: "
+                                       f"{self._output()}")
                 time.sleep(0.01)
+            # The kernel has the mount; live means the daemon answers. Asked from a thread, so
+            # a daemon that never answers fails the benchmark instead of hanging the harness
+            # (close() kills it, which ends the stat).
+            answered = threading.Thread(target=_stat_quietly, args=(self.path,), daemon=True)
+            answered.start()
+            answered.join(max(1.0, deadline - time.monotonic()))
+            if answered.is_alive():
+                raise HarnessError(f"the mount did not answer a stat within {MOUNT_TIMEOUT} s "
+                                   f"of starting: {self._output()}")
         except BaseException:
             self.close()
             raise
@@ -232,18 +263,23 @@ class Mount:
         try:
             if process is not None and process.poll() is None:
                 self.peak_rss = peak_rss(process.pid)
-                if os.path.ismount(self.path):
-                    subprocess.run(["fusermount3", "-u", str(self.path)], capture_output=True)
                 try:
-                    process.wait(timeout=60)
+                    if mounted(self.path):
+                        subprocess.run(["fusermount3", "-u", str(self.path)],
+                                       capture_output=True, timeout=MOUNT_TIMEOUT)
+                    process.wait(timeout=MOUNT_TIMEOUT)
                 except subprocess.TimeoutExpired:
                     process.kill()
                     process.wait(timeout=10)
-                    self.suite.problems.append(f"{self.label}: the mount did not exit after "
-                                               "fusermount3 -u; killed")
+                    self.suite.problems.append(f"{self.label}: the mount did not exit within "
+                                               f"{MOUNT_TIMEOUT} s of fusermount3 -u; killed")
         finally:
-            if os.path.ismount(self.path):
-                subprocess.run(["fusermount3", "-u", "-z", str(self.path)], capture_output=True)
+            if process is not None and process.poll() is None:
+                process.kill()
+                process.wait(timeout=10)
+            if mounted(self.path):
+                subprocess.run(["fusermount3", "-u", "-z", str(self.path)], capture_output=True,
+                               timeout=MOUNT_TIMEOUT)
             if process is not None and process.returncode not in (0, None):
                 self.suite.problems.append(f"{self.label}: the mount exited with "
                                            f"{process.returncode}")
