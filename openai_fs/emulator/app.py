@@ -252,6 +252,15 @@ async def _wait_disconnect(receive: Callable) -> None:
         pass
 
 
+def _check_text(value: str, param: str) -> None:
+    """A name must be text that UTF-8 can hold (JSON allows lone surrogates; storage does not)."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise errors.invalid(f"'{param}' must be valid Unicode text (it holds a lone surrogate).",
+                             param=param) from None
+
+
 def _upload_api(upload: UploadRecord, file: FileRecord | None = None) -> dict:
     return {"id": upload.id, "object": "upload", "bytes": upload.bytes, "created_at": upload.created_at,
             "filename": upload.filename, "purpose": upload.purpose, "status": upload.status,
@@ -572,6 +581,7 @@ class EmulatorApp:
                 raise errors.missing_parameter("file")
             if not blob.filename:
                 raise errors.invalid("The 'file' field must be a file upload with a filename.", param="file")
+            _check_text(blob.filename, "file")
             expiry = None
             anchor = form.fields.get("expires_after[anchor]")
             seconds = form.fields.get("expires_after[seconds]")
@@ -678,6 +688,7 @@ class EmulatorApp:
         filename, size, mime_type = body["filename"], body["bytes"], body["mime_type"]
         if not isinstance(filename, str) or not filename:
             raise errors.invalid("'filename' must be a non-empty string.", param="filename")
+        _check_text(filename, "filename")
         purpose = _check_purpose(body["purpose"], purposes.UPLOADS_API_PURPOSES)
         if isinstance(size, bool) or not isinstance(size, int) or not 0 <= size <= purposes.MAX_UPLOAD_BYTES:
             raise errors.invalid(f"'bytes' must be an integer between 0 and {purposes.MAX_UPLOAD_BYTES}, "
@@ -853,6 +864,7 @@ class EmulatorApp:
             filename, purpose = item.get("filename"), item.get("purpose")
             if not isinstance(filename, str) or not isinstance(purpose, str) or not purpose:
                 raise errors.invalid("'filename' and 'purpose' must be strings.")
+            _check_text(filename, "filename")
             try:
                 content = base64.b64decode(item.get("content_b64", ""), validate=True)
             except (binascii.Error, TypeError):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import time
 
 import pytest
@@ -128,6 +129,14 @@ VALID = {"filename": "a.bin", "purpose": "assistants", "bytes": 10, "mime_type":
 def test_create_upload_errors(api, ctl, change, param, contains):
     body = {k: v for k, v in {**VALID, **change}.items() if v is not None}
     assert_error(api.post("/uploads", json=body), 400, param=param, contains=contains)
+    assert ctl.state()["uploads"] == []
+
+
+def test_a_filename_with_a_lone_surrogate_is_400(api, ctl):
+    # JSON can carry one as an escape; httpx would refuse to encode it, so send the text
+    body = json.dumps({**VALID, "filename": "a\ud800.bin"}).encode()
+    response = api.post("/uploads", content=body, headers={"content-type": "application/json"})
+    assert_error(response, 400, param="filename", contains="lone surrogate")
     assert ctl.state()["uploads"] == []
 
 
