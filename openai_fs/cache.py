@@ -38,8 +38,12 @@ BLOCK_SIZE = 1024 * 1024
 SMALL_FILE = 8 * BLOCK_SIZE
 #: a read this far beyond a running download fetches its own blocks (when Range works)
 FAR_AHEAD = 32 * BLOCK_SIZE
-#: downloaded bytes are written to disk in pieces of about this size
-WRITE_BATCH = BLOCK_SIZE
+#: downloaded bytes are written to disk in pieces of about this size (each piece is one hop to
+#: a worker thread, so not too small; readers following a download wait for a whole piece)
+WRITE_BATCH = 4 * BLOCK_SIZE
+#: sequential reads served in blocks fetch ahead by a window that doubles up to this many
+#: blocks (and to a quarter of the memory cache)
+MAX_READ_AHEAD_BLOCKS = 16
 
 
 class DiskCache:
@@ -237,7 +241,10 @@ class ContentCache:
         self.memory_enabled = memory_bytes >= BLOCK_SIZE
         self._nursery = nursery
         self._downloads: dict[str, Download] = {}
-        self._fetches: dict[tuple[str, int, int], _Fetch] = {}
+        #: (file id, block) -> the fetch in flight that brings that block
+        self._fetches: dict[tuple[str, int], _Fetch] = {}
+        #: file id -> (where its last block read ended, the read-ahead window in blocks)
+        self._sequence: cachetools.LRUCache[str, tuple[int, int]] = cachetools.LRUCache(4096)
         self._open_fds: dict[str, int] = {}
         self.stats = CacheStatistics()
 
@@ -348,29 +355,58 @@ class ContentCache:
     # ------------------------------------------------------------- blocks
 
     async def _read_blocks(self, file: FileObject, offset: int, end: int) -> bytes:
+        """Serve a read from memory blocks, fetching the missing ones with Range.
+
+        A read that starts where the previous read of the file ended is sequential: its fetch
+        also takes the next blocks, a window that doubles with each sequential read (up to
+        :data:`MAX_READ_AHEAD_BLOCKS`, and a quarter of the memory cache), so a large file read
+        through memory costs a few requests instead of one per block. A fetch in flight is
+        shared by every reader waiting for one of its blocks.
+        """
         first, last = offset // BLOCK_SIZE, (end - 1) // BLOCK_SIZE
-        blocks = {index: self.memory.get((file.id, index)) for index in range(first, last + 1)}
-        missing = [index for index, block in blocks.items() if block is None]
-        if missing:
-            blocks.update(await self._fetch_blocks(file, missing[0], missing[-1]))
-        else:
-            self.stats.memory_hits += 1
+        ahead = self._read_ahead(file.id, offset, end)
+        final = (file.bytes - 1) // BLOCK_SIZE
         pieces = []
+        hit = True
         for index in range(first, last + 1):
-            block = blocks[index] or b""
+            block = self.memory.get((file.id, index))
+            if block is None:
+                hit = False
+                fetch = self._fetches.get((file.id, index))
+                if fetch is None:
+                    stop = index
+                    while stop < min(last + ahead, final) and \
+                            (file.id, stop + 1) not in self.memory and \
+                            (file.id, stop + 1) not in self._fetches:
+                        stop += 1
+                    block = (await self._fetch_blocks(file, index, stop))[index]
+                else:
+                    block = (await fetch.result())[index]
             lo = max(offset - index * BLOCK_SIZE, 0)
             hi = min(end - index * BLOCK_SIZE, len(block))
             pieces.append(block[lo:hi])
+        if hit:
+            self.stats.memory_hits += 1
         return b"".join(pieces)
 
+    def _read_ahead(self, file_id: str, offset: int, end: int) -> int:
+        """How many blocks beyond this read to fetch: 0 for a random read."""
+        previous_end, window = self._sequence.get(file_id, (-1, 0))
+        limit = max(0, min(MAX_READ_AHEAD_BLOCKS, self.memory.maxsize // BLOCK_SIZE // 4))
+        if offset == previous_end:
+            window = min(max(1, window * 2), limit)
+        else:
+            window = 0
+        self._sequence[file_id] = (end, window)
+        return window if self.memory_enabled else 0
+
     async def _fetch_blocks(self, file: FileObject, first: int, last: int) -> dict[int, bytes]:
-        """Blocks ``first..last`` with one ranged request, shared by concurrent readers and
-        kept in the memory cache when it is on."""
-        key = (file.id, first, last)
-        running = self._fetches.get(key)
-        if running is not None:
-            return await running.result()
-        fetch = self._fetches[key] = _Fetch()
+        """Blocks ``first..last`` with one ranged request, kept in the memory cache when it is
+        on; readers of any of these blocks wait for this fetch instead of starting their own."""
+        fetch = _Fetch()
+        keys = [(file.id, index) for index in range(first, last + 1)]
+        for key in keys:
+            self._fetches[key] = fetch
         self.stats.block_fetches += 1
         start = first * BLOCK_SIZE
         stop = min((last + 1) * BLOCK_SIZE, file.bytes)
@@ -395,7 +431,9 @@ class ContentCache:
             fetch.error = exc
             raise
         finally:
-            del self._fetches[key]
+            for key in keys:
+                if self._fetches.get(key) is fetch:
+                    del self._fetches[key]
             fetch.done.set()
 
     # ----------------------------------------------------- writes and deletes
@@ -421,6 +459,7 @@ class ContentCache:
         no handle has it open."""
         for key in [key for key in self.memory if key[0] == file_id]:
             self.memory.pop(key, None)
+        self._sequence.pop(file_id, None)
         self.disk.discard(file_id)
 
     def statistics(self) -> dict[str, object]:

@@ -39,6 +39,8 @@ from openai_fs.uploads import LocalFile, UploadEngine, _not_writable
 log = logging.getLogger(__name__)
 
 XATTR_PREFIX = b"user.openai."
+#: attribute namespaces the kernel and tools probe that this filesystem does not support
+UNSUPPORTED_XATTRS = (b"security.", b"system.", b"trusted.")
 #: st_blksize: the I/O size programs use for their buffers
 BLOCK_HINT = 128 * 1024
 #: directories never change identity; their names can be cached long
@@ -458,7 +460,13 @@ class Operations(pyfuse3.Operations):
 
     @_handler
     async def getxattr(self, inode: int, name: bytes, ctx=None) -> bytes:
-        # Kernel probes (security.*, system.posix_acl_*) are answered here, from memory.
+        # Probes of namespaces this filesystem does not have (SELinux labels, POSIX ACLs,
+        # capabilities) are answered here, from memory, with ENOTSUP: "not supported" rather
+        # than "not set" (ENODATA), because that is the truth, and because GNU ls remembers
+        # a device that answered ENOTSUP and stops asking for every other file on it (ls -l
+        # of 10,000 files: 2 requests instead of 20,000).
+        if name.startswith(UNSUPPORTED_XATTRS):
+            raise pyfuse3.FUSEError(errno.ENOTSUP)
         if not name.startswith(XATTR_PREFIX):
             raise pyfuse3.FUSEError(pyfuse3.ENOATTR)
         value = self._xattrs(inode).get(name)

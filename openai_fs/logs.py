@@ -44,6 +44,23 @@ class RedactingFilter(logging.Filter):
         return True
 
 
+class KernelGoneFilter(logging.Filter):
+    """pyfuse3 logs an ERROR when it cannot reply because the kernel already dropped the
+    request (it was interrupted, or the mount is going away): ENOENT from fuse_reply_*. Nothing
+    failed on our side; it is shown at DEBUG level, under --debug only."""
+
+    def __init__(self, debug: bool) -> None:
+        super().__init__()
+        self._debug = debug
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if "fuse_reply_" in message and "No such file or directory" in message:
+            record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+            return self._debug
+        return True
+
+
 class RecentProblems(logging.Handler):
     """The last warnings and errors, for ``openai-fs status``."""
 
@@ -75,6 +92,8 @@ def setup(*, log_file: Path | None, debug: bool, secret: Secret | None) -> Recen
     root.setLevel(logging.DEBUG if debug else logging.INFO)
     for noisy in ("httpx", "httpcore", "hpack"):
         logging.getLogger(noisy).setLevel(logging.DEBUG if debug else logging.WARNING)
+    pyfuse3_log = logging.getLogger("pyfuse3")
     if not debug:
-        logging.getLogger("pyfuse3").setLevel(logging.WARNING)
+        pyfuse3_log.setLevel(logging.WARNING)
+    pyfuse3_log.addFilter(KernelGoneFilter(debug))
     return problems

@@ -363,7 +363,8 @@ class Store:
 
     def assemble(self, part_ids: list[str], want_md5: bool) -> tuple[Path, int, str | None]:
         """Blocking: concatenate parts into a temp blob; returns it, its size and (when asked)
-        its md5 hex digest. Copies in 1 MiB chunks; the kernel copies when no digest is needed."""
+        its md5 hex digest. The kernel copies (copy_file_range); the digest is a separate read
+        pass in large pieces, which hashlib works through without holding the GIL."""
         dest = self.temp_path()
         digest = hashlib.md5() if want_md5 else None
         total = 0
@@ -371,13 +372,11 @@ class Store:
             with open(dest, "wb") as out:
                 for part_id in part_ids:
                     with open(self.part_path(part_id), "rb") as src:
-                        if digest is None:
-                            total += _copy_fd(src.fileno(), out.fileno())
-                            continue
-                        while chunk := src.read(CHUNK_SIZE):
-                            digest.update(chunk)
-                            out.write(chunk)
-                            total += len(chunk)
+                        if digest is not None:
+                            while chunk := src.read(4 * CHUNK_SIZE):
+                                digest.update(chunk)
+                            src.seek(0)
+                        total += _copy_fd(src.fileno(), out.fileno())
         except BaseException:
             remove_paths([dest])
             raise

@@ -146,15 +146,28 @@ def test_kernel_xattr_probes_are_answered_without_http(mount, seed, emulator):
     path = mounted / "vision" / "a.txt"
     os.stat(path)
     emulator.control.clear_requests()
-    for name in ("security.selinux", "security.capability", "system.posix_acl_access",
-                 "user.something.else"):
+    for name, expected in (("security.selinux", errno.ENOTSUP),
+                           ("security.capability", errno.ENOTSUP),
+                           ("system.posix_acl_access", errno.ENOTSUP),
+                           ("user.something.else", errno.ENODATA)):
         with pytest.raises(OSError) as caught:
             os.getxattr(path, name)
-        assert caught.value.errno == errno.ENODATA
+        assert caught.value.errno == expected
     with pytest.raises(OSError) as caught:
         os.setxattr(path, "user.openai.id", b"file-fake")
     assert caught.value.errno == errno.ENOTSUP
     assert emulator.control.requests() == []
+
+
+def test_ls_l_of_a_large_directory_probes_xattrs_once_not_per_file(mount, emulator):
+    emulator.control.seed_files([{"filename": f"f{n:04}.txt", "purpose": "user_data",
+                                  "content": b"x"} for n in range(300)])
+    mounted = mount("--debug")
+    run("ls", "-l", str(mounted / "user_data"))
+    probes = [line for line in mounted.log().splitlines()
+              if "getxattr(" in line and ("security." in line or "system." in line)]
+    # GNU ls asks once per device after an ENOTSUP, instead of twice per file
+    assert 1 <= len(probes) <= 4, probes
 
 
 def test_df_reports_the_project_quota_and_the_bytes_listed(mount, seed):
