@@ -81,6 +81,20 @@ EXAMPLES = int(os.environ.get("OPENAI_FS_MODEL_EXAMPLES", "20"))
 STEPS = int(os.environ.get("OPENAI_FS_MODEL_STEPS", "20"))
 #: descriptors the machine keeps open at most at a time
 MAX_HELD = 3
+#: Bugs found and kept as tests in test_model_regressions.py. While one stands, the machine
+#: steers around it (so it keeps finding other things); remove it here once it is fixed.
+KNOWN_BUGS = {
+    # close() of a writer does not upload while the same process also has the file open for
+    # reading (test_close_uploads_while_the_writer_also_reads_it): readers are closed first
+    "readers defer uploads",
+    # a rename over a file that another client deleted fails with ENOENT after uploading the
+    # moved copy (test_mv_onto_a_name_whose_file_was_deleted_elsewhere): not attempted
+    "rename over a file deleted elsewhere",
+    # a rename of a file with unsaved changes whose server file another client deleted fails
+    # with ENOENT unless the old bytes are cached
+    # (test_a_file_being_written_can_be_moved_after_its_original_was_deleted_elsewhere)
+    "rename of a changed file deleted elsewhere",
+}
 JSONL_REFUSAL = r"refused, (batch|fine-tune) files must be JSON Lines"
 
 #: steps per rule and cases met, in this process (printed at the end of the test)
@@ -141,9 +155,13 @@ class Spool:
     discarded: bool = False
     #: open descriptors on it (writers, and readers opened while it existed)
     handles: int = 0
+    #: of which writers: a close uploads only when it ends the writing (SEMANTICS.md section 6)
+    writers: int = 0
     #: server files it was renamed over before its upload: hidden now, deleted after it
     supersedes: list[str] = field(default_factory=list)
     seq: int = 0
+    #: the bytes the server file it stands for may hold (see ``_rename``)
+    base: tuple[bytes, ...] = ()
 
 
 @dataclass(eq=False)
@@ -295,6 +313,13 @@ class MountModel(RuleBasedStateMachine):
         note(f"-> {purpose}/{found[0]} is {file_id}")
         return file_id
 
+    def possible(self, entry: Shown) -> tuple[bytes, ...]:
+        """The bytes the server file of a shown entry may hold."""
+        if entry.spool is not None:
+            return entry.spool.base
+        file = self.files[entry.id]
+        return (file.content, *file.may_be)
+
     def add(self, file_id: str, purpose: str, filename: str, content: bytes,
             may_be: tuple[bytes, ...] = ()) -> None:
         assert file_id not in self.files, f"{file_id} is known already"
@@ -354,10 +379,14 @@ class MountModel(RuleBasedStateMachine):
             truncate = bool(flags & os.O_TRUNC)
             spool = Spool(entry.purpose, entry.filename, entry.id,
                           bytearray() if truncate else bytearray(entry.content), inode,
-                          dirty=truncate, seq=next(self.seq))
+                          dirty=truncate, seq=next(self.seq), base=self.possible(entry))
             self.spools.append(spool)
         assert spool.inode == inode, f"{path}: inode {inode}, the model has {spool.inode}"
         spool.handles += 1
+        spool.writers += 1
+        for reader in self.readers.values():
+            if reader.spool is None and reader.inode == inode:
+                reader.strict = False       # see read_held
         return Writer(fd, spool, append=bool(flags & os.O_APPEND))
 
     def write(self, writer: Writer, data: bytes) -> None:
@@ -374,10 +403,21 @@ class MountModel(RuleBasedStateMachine):
         spool.dirty = True
 
     def close_writer(self, writer: Writer) -> None:
-        """close(): uploads the spool if it changed (whoever changed it)."""
-        os.close(writer.fd)
+        """close(): uploads the spool if it changed (whoever changed it), unless another
+        descriptor of this process still writes the file: then that one's close uploads
+        (docs/SEMANTICS.md section 6, "Several descriptors"; every descriptor here is this
+        process's)."""
         spool = writer.spool
-        if spool.dirty and not spool.discarded:
+        if "readers defer uploads" in KNOWN_BUGS:
+            for label, reader in list(self.readers.items()):
+                if reader.inode == spool.inode:
+                    case("close: a reader of the file closed first (known bug)")
+                    self.close_reader_labelled(label)
+        os.close(writer.fd)
+        spool.writers -= 1
+        if spool.writers:
+            case("close: another writer still has the file open")
+        if spool.dirty and not spool.discarded and not spool.writers:
             file_id = self.id_of_inode(spool.purpose, spool.inode)
             if spool.id is not None:
                 self.deleted(spool.id, by_mount=False)   # replaced: old readers may lose it
@@ -387,6 +427,7 @@ class MountModel(RuleBasedStateMachine):
             self.add(file_id, spool.purpose, spool.filename, bytes(spool.data))
             spool.id = file_id
             spool.dirty = False
+            spool.base = (bytes(spool.data),)
         self.release(spool)
 
     def release(self, spool: Spool) -> None:
@@ -495,7 +536,7 @@ class MountModel(RuleBasedStateMachine):
         fd = os.open(path, os.O_RDONLY)
         if entry.spool is not None:
             entry.spool.handles += 1
-            reader = Reader(fd, entry.spool)
+            reader = Reader(fd, entry.spool, inode=os.fstat(fd).st_ino)
         else:
             reader = Reader(fd, None, entry.content, file_id=entry.id,
                             inode=os.fstat(fd).st_ino)
@@ -523,20 +564,27 @@ class MountModel(RuleBasedStateMachine):
         if reader.strict or got == reader.content:
             assert got == reader.content, f"a reader of {reader.file_id}"
             return
-        # Replaced through the same inode (O_TRUNC, O_APPEND): SEMANTICS.md does not say what
-        # a descriptor opened before sees; the kernel shares the inode's pages, so the new
-        # bytes, like a local filesystem would give, are fine too. A mix of both is not.
+        # Its file opened for writing since, through the same inode: SEMANTICS.md does not say
+        # what a descriptor opened before sees. The kernel shares the inode's pages and size,
+        # so the new bytes, like a local filesystem would give, are fine too; so is (it is what
+        # happens) the old file cut to the new size. Anything else is not.
         current = [e.content for purpose in WRITABLE for e in self.entries(purpose)
                    if (e.spool.inode if e.spool else self.inodes.get(e.id)) == reader.inode]
-        assert current and got == current[0], f"a reader of replaced {reader.file_id}"
-        case("read: the new bytes after a replacement")
+        if current and got == current[0]:
+            case("read: the new bytes after a writer opened the file")
+            return
+        assert reader.content.startswith(got), f"a reader of {reader.file_id}"
+        case("read: the old bytes cut to the new size after a writer opened the file")
 
     @precondition(lambda self: self.readers)
     @rule(data=st.data())
     def close_reader(self, data):
         self.step("close_reader")
-        reader = self.readers.pop(data.draw(st.sampled_from(list(self.readers)),
-                                            label="reader"))
+        self.close_reader_labelled(data.draw(st.sampled_from(list(self.readers)),
+                                             label="reader"))
+
+    def close_reader_labelled(self, label: str) -> None:
+        reader = self.readers.pop(label)
         os.close(reader.fd)
         if reader.spool is not None:
             self.release(reader.spool)
@@ -561,9 +609,15 @@ class MountModel(RuleBasedStateMachine):
     def unlink(self, data):
         self.step("unlink")
         path, entry = self.pick(data)
-        os.unlink(path)
         if entry.spool is not None:
             case("unlink: a file being written")
+        if entry.id is not None and entry.id not in self.files:
+            # shown for its local bytes although another client deleted it: SEMANTICS.md
+            # section 9, "a file already deleted on the server gives ENOENT"; it goes anyway
+            case("unlink: ENOENT, deleted elsewhere")
+            expect_errno(errno.ENOENT, os.unlink, path)
+        else:
+            os.unlink(path)
         self.remove(entry)
 
     @precondition(lambda self: self.shown_paths())
@@ -612,9 +666,19 @@ class MountModel(RuleBasedStateMachine):
             expect_errno(errno.EXDEV, os.rename, source, target)
             return
         replaced = self.expected(purpose).get(target.name)
+        spool = entry.spool
+        if replaced is not None and replaced.id is not None and \
+                replaced.id not in self.files and entry.id is not None and \
+                "rename over a file deleted elsewhere" in KNOWN_BUGS:
+            case("rename: not tried (known bug: over a file deleted elsewhere)")
+            return
+        if spool is not None and spool.dirty and entry.id is not None and \
+                entry.id not in self.files and \
+                "rename of a changed file deleted elsewhere" in KNOWN_BUGS:
+            case("rename: not tried (known bug: a changed file deleted elsewhere)")
+            return
         case("rename: replaces a file" if replaced else "rename: to a free name")
         case("rename: across purposes" if purpose != entry.purpose else "rename: same purpose")
-        spool = entry.spool
         inode = os.stat(source).st_ino
         os.rename(source, target)
         if entry.id is None:
@@ -634,14 +698,14 @@ class MountModel(RuleBasedStateMachine):
         # uploaded again under the new name, then the old file deleted; the inode stays
         if replaced is not None:
             self.remove(replaced)
-        old = self.files.get(entry.id)
         new_id = self.id_of_inode(purpose, inode)
         if spool is not None and spool.dirty:
             # SEMANTICS.md does not say whether a move of a file with unsaved changes sends
             # the last uploaded bytes or the local ones; its writer's close sends them anyway
             case("rename: a file with unsaved changes")
-            self.add(new_id, purpose, filename, bytes(spool.data),
-                     may_be=(old.content, *old.may_be) if old else ())
+            possible = tuple(dict.fromkeys((bytes(spool.data), *spool.base)))
+            self.add(new_id, purpose, filename, possible[0], may_be=possible[1:])
+            spool.base = possible
         else:
             self.add(new_id, purpose, filename, entry.content)
         self.deleted(entry.id, by_mount=True)
@@ -744,7 +808,8 @@ class MountModel(RuleBasedStateMachine):
             shutil.rmtree(self.tmp, ignore_errors=True)
 
 
-@pytest.mark.timeout(max(300, EXAMPLES * STEPS * 3))
+# generous: shrinking a failure can take Hypothesis several minutes
+@pytest.mark.timeout(900 + EXAMPLES * STEPS * 3)
 def test_mount_follows_the_model(mount, emulator):
     # ``mount`` is the fixture's Mounter; the machine makes one of its own per example (fixtures
     # run once per test, not per Hypothesis example), with its own temporary directory.

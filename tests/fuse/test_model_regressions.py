@@ -65,3 +65,52 @@ def test_a_file_being_written_can_be_moved_after_its_original_was_deleted_elsewh
     live = [(f["filename"], f["bytes"]) for f in emulator.control.state()["files"]
             if not f["deleted"]]
     assert live == [("b.txt", len(b"new bytes"))]
+
+
+def test_close_uploads_while_the_writer_also_reads_it(mount, emulator):
+    # Shrunk from: open a new file for writing, open it for reading too, close the writer.
+    # docs/SEMANTICS.md section 6: close() returns 0 only once the file exists on the server,
+    # and a close() uploads when it ends the writing of the process that opened the file; a
+    # descriptor that only reads is not writing. The mount counts any descriptor of the file
+    # that the opener holds, so it takes this close for a copy's and does not upload: the
+    # file stays "not uploaded" until the reader closes too (and is then uploaded at release,
+    # where no one hears of a failure).
+    mounted = mount("--dir-ttl", "0")
+    path = mounted / "assistants" / "a.txt"
+    writer = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL)
+    reader = None
+    try:
+        os.write(writer, b"hello")
+        reader = os.open(path, os.O_RDONLY)
+        assert os.pread(reader, 100, 0) == b"hello"
+        os.close(writer)
+        writer = None
+        live = [(f["filename"], f["bytes"]) for f in emulator.control.state()["files"]
+                if not f["deleted"]]
+        assert live == [("a.txt", 5)], "close() returned before the upload"
+        assert os.getxattr(path, "user.openai.status") != b"not uploaded"
+    finally:
+        for fd in (writer, reader):
+            if fd is not None:
+                os.close(fd)
+
+
+def test_mv_onto_a_name_whose_file_was_deleted_elsewhere(mount, emulator):
+    # Found as: rename over a file being written whose server file another client deleted
+    # (the mount keeps showing it for its local bytes). The plain form needs no writer: with
+    # the default --dir-ttl, the mount still lists a.txt after another client deleted it, and
+    # mv b.txt a.txt uploads b's bytes as a.txt, then fails with ENOENT because deleting the
+    # replaced a.txt answers 404. The copy stays on the server next to b.txt. The replaced
+    # file being gone already is what the move wanted: it must succeed.
+    upload_on_server(emulator, "b.txt", "assistants", b"bbbb")
+    a = upload_on_server(emulator, "a.txt", "assistants", b"aaa")
+    mounted = mount()
+    directory = mounted / "assistants"
+    assert sorted(os.listdir(directory)) == ["a.txt", "b.txt"]
+    delete_on_server(emulator, a["id"])
+    os.rename(directory / "b.txt", directory / "a.txt")
+    assert os.listdir(directory) == ["a.txt"]
+    assert (directory / "a.txt").read_bytes() == b"bbbb"
+    live = [(f["filename"], f["bytes"]) for f in emulator.control.state()["files"]
+            if not f["deleted"]]
+    assert live == [("a.txt", 4)]
