@@ -42,7 +42,7 @@ XATTR_PREFIX = b"user.openai."
 #: attribute namespaces the kernel and tools probe that this filesystem does not support
 UNSUPPORTED_XATTRS = (b"security.", b"system.", b"trusted.")
 #: st_blksize: the I/O size programs use for their buffers
-BLOCK_HINT = 128 * 1024
+BLOCK_HINT = 1024 * 1024
 #: directories never change identity; their names can be cached long
 DIR_ENTRY_TIMEOUT = 300.0
 
