@@ -38,7 +38,19 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def mount_helper_form(argv: list[str]) -> list[str]:
+    """``openai-fs SOURCE MOUNTPOINT -o OPTIONS`` is how mount(8) runs a FUSE filesystem of type
+    ``fuse.openai-fs`` (an /etc/fstab line): it becomes ``mount MOUNTPOINT -o OPTIONS``, with
+    ``--demo`` when SOURCE is ``demo``. Any other argument list is left as it is."""
+    if len(argv) >= 2 and argv[0] not in SUBCOMMANDS and not argv[0].startswith("-") \
+            and not argv[1].startswith("-"):
+        source, rest = argv[0], argv[1:]
+        return ["mount", *rest] + (["--demo"] if source == "demo" else [])
+    return argv
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = mount_helper_form(list(sys.argv[1:] if argv is None else argv))
     args = build_parser().parse_args(argv)
     try:
         return args.run(args)
