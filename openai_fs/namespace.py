@@ -350,6 +350,24 @@ class Namespace:
         if target is not source:
             self._rename_all(target, notify=False)
 
+    def detach(self, entry: FileEntry) -> None:
+        """An uploaded file whose content now lives only locally (changed, not uploaded yet)
+        becomes a new file of its directory: its server file is hidden and superseded, to be
+        deleted once the local bytes are uploaded (see ``FileEntry.supersedes``)."""
+        old = entry.file
+        if old is None:
+            return
+        directory = entry.directory
+        if directory.files.get(old.id) is entry:
+            del directory.files[old.id]
+        self._inode_of_id.pop(old.id, None)
+        directory.recent_adds.pop(old.id, None)
+        directory.recent_deletes[old.id] = trio.current_time()
+        entry.file = None
+        entry.supersedes.append(old)
+        directory.unsent[entry.name] = entry
+        self._rename_all(directory, notify=False)
+
     def moved(self, entry: FileEntry, target: PurposeDir, new: FileObject) -> None:
         """An uploaded file now lives in ``target`` as the server file ``new`` (a re-upload under
         another name or purpose); the inode stays the same so open handles keep working."""

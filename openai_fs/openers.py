@@ -45,8 +45,9 @@ def process_of(thread: int) -> int:
 
 
 def holds_open(pid: int, mount: int, inode: int) -> bool | None:
-    """Whether process ``pid`` has a descriptor of ``inode`` on ``mount``; None when it
-    cannot be told (the process is gone or not ours to look at)."""
+    """Whether process ``pid`` has a descriptor open *for writing* of ``inode`` on ``mount``;
+    None when it cannot be told (not ours to look at). Read-only descriptors do not count: a
+    process that reads a file while it writes it is done writing when its writer closes."""
     fds = Path(f"/proc/{pid}/fdinfo")
     try:
         names = os.listdir(fds)
@@ -61,6 +62,16 @@ def holds_open(pid: int, mount: int, inode: int) -> bool | None:
         except OSError:
             continue                    # closed meanwhile
         lines = info.splitlines()
-        if wanted[0] in lines and wanted[1] in lines:
+        if wanted[0] in lines and wanted[1] in lines and _writable(lines):
             return True
     return False
+
+
+def _writable(lines: list[str]) -> bool:
+    for line in lines:
+        if line.startswith("flags:"):
+            try:
+                return int(line.split()[1], 8) & os.O_ACCMODE != os.O_RDONLY
+            except (IndexError, ValueError):
+                return True
+    return True

@@ -447,6 +447,10 @@ class UploadEngine:
             raise FSError(errno.EXDEV, f"moving {entry.directory.name}/{entry.name}: "
                                        f"{violation.message} (answered EXDEV)",
                           level=logging.INFO)
+        if entry.file is not None and entry.local is not None and entry.local.dirty:
+            # changed and not uploaded yet: the bytes to move are the local ones; it moves
+            # like a new file, and its old server file goes once they are uploaded
+            self.namespace.detach(entry)
         if entry.file is None:
             if entry.local is not None:
                 entry.local.purpose = target.purpose or ""
@@ -476,7 +480,12 @@ class UploadEngine:
             if temporary:
                 source.unlink(missing_ok=True)
         if replaced is not None and replaced is not entry:
-            await self.delete(replaced)
+            # the file this move replaces goes (already gone on the server is fine)
+            if replaced.local is not None:
+                replaced.local.discarded = True
+            self.namespace.removed(replaced)
+            if replaced.file is not None:
+                await self._delete_replaced(where, replaced.file)
         self.namespace.moved(entry, target, uploaded)
         if entry.local is not None:
             entry.local.purpose = target.purpose or ""
