@@ -15,8 +15,8 @@ emulator afresh for every example and applies rules drawn at random:
   replaces it (that name may carry an id).
 * descriptors kept open across steps: ``open_new_writer``, ``open_writer`` (O_TRUNC, in place
   or O_APPEND), ``write_held``, ``rename_held`` (the file a writer has open, as rsync and GIO
-  do), ``close_held``, and ``open_reader``, ``read_held``, ``close_reader``, so that every other
-  rule also meets files being written and read.
+  do), ``close_held``, and ``open_reader``, ``close_reader``, so that every other rule also
+  meets files being written and read.
 * ``upload_elsewhere``, ``upload_same_name_elsewhere``, ``delete_elsewhere``: another client
   changes the server directly (the last two always collide with, or remove, a known file).
 
@@ -29,10 +29,11 @@ come from a small alphabet so that collisions are common; the expected listing f
 docs/SEMANTICS.md "Names": every file of a name that several share shows as ``stem (id).ext``,
 and a new file keeps the name it was created with until it is uploaded.
 
-After every step ``check`` compares, for every writable purpose: the listing, and for each
-file ``st_size``, ``st_ino`` (stable per id), ``user.openai.id`` and the bytes; ``ls .by-id``;
-and the server's files (ids, purposes, filenames, sizes, bytes), so a replaced or moved file
-that was not deleted shows up too.
+After every step ``check`` compares: ``ls .by-id``; for every writable purpose the listing, and
+for each file ``st_size``, ``st_ino`` (stable per id), the ``user.openai.*`` attributes and the
+bytes; what every descriptor held open reads; and the server's files (ids, purposes,
+filenames, sizes, bytes), so a replaced or moved file that was not deleted shows up too.
+Bugs it found are kept as plain tests in test_model_regressions.py.
 
 The mount runs with ``--dir-ttl 0``: another client's changes must show at the next step, and
 the model has no clock to say when a cached listing would expire. (The mount's own changes show
@@ -81,20 +82,6 @@ EXAMPLES = int(os.environ.get("OPENAI_FS_MODEL_EXAMPLES", "20"))
 STEPS = int(os.environ.get("OPENAI_FS_MODEL_STEPS", "20"))
 #: descriptors the machine keeps open at most at a time
 MAX_HELD = 3
-#: Bugs found and kept as tests in test_model_regressions.py. While one stands, the machine
-#: steers around it (so it keeps finding other things); remove it here once it is fixed.
-KNOWN_BUGS = {
-    # close() of a writer does not upload while the same process also has the file open for
-    # reading (test_close_uploads_while_the_writer_also_reads_it): readers are closed first
-    "readers defer uploads",
-    # a rename over a file that another client deleted fails with ENOENT after uploading the
-    # moved copy (test_mv_onto_a_name_whose_file_was_deleted_elsewhere): not attempted
-    "rename over a file deleted elsewhere",
-    # a rename of a file with unsaved changes whose server file another client deleted fails
-    # with ENOENT unless the old bytes are cached
-    # (test_a_file_being_written_can_be_moved_after_its_original_was_deleted_elsewhere)
-    "rename of a changed file deleted elsewhere",
-}
 JSONL_REFUSAL = r"refused, (batch|fine-tune) files must be JSON Lines"
 
 #: steps per rule and cases met, in this process (printed at the end of the test)
@@ -131,8 +118,6 @@ class ModelFile:
     purpose: str
     filename: str
     content: bytes
-    #: other bytes the server may hold for it (see ``_rename``), when the model cannot say
-    may_be: tuple[bytes, ...] = ()
     #: order of creation: choices follow it, never the ids (random, so the same choices would
     #: pick other files in a replay and Hypothesis could not shrink)
     seq: int = 0
@@ -160,8 +145,6 @@ class Spool:
     #: server files it was renamed over before its upload: hidden now, deleted after it
     supersedes: list[str] = field(default_factory=list)
     seq: int = 0
-    #: the bytes the server file it stands for may hold (see ``_rename``)
-    base: tuple[bytes, ...] = ()
 
 
 @dataclass(eq=False)
@@ -179,10 +162,16 @@ class Reader:
     spool: Spool | None
     #: reading a server file: its bytes
     content: bytes = b""
-    #: False once the file was replaced or deleted elsewhere (see ``read_held``)
+    #: False once its bytes may be gone: deleted elsewhere, or by the mount without being
+    #: kept for open descriptors (see ``check_reader``)
     strict: bool = True
     file_id: str | None = None
     inode: int = 0
+    #: a writer opened its file after it: once the file is removed, see ``check_reader``
+    writer_seen: bool = False
+    #: what the file held when it left the mount, and its spool then
+    content_at_removal: bytes | None = None
+    spool_at_removal: Spool | None = None
 
 
 @dataclass(eq=False)
@@ -313,18 +302,9 @@ class MountModel(RuleBasedStateMachine):
         note(f"-> {purpose}/{found[0]} is {file_id}")
         return file_id
 
-    def possible(self, entry: Shown) -> tuple[bytes, ...]:
-        """The bytes the server file of a shown entry may hold."""
-        if entry.spool is not None:
-            return entry.spool.base
-        file = self.files[entry.id]
-        return (file.content, *file.may_be)
-
-    def add(self, file_id: str, purpose: str, filename: str, content: bytes,
-            may_be: tuple[bytes, ...] = ()) -> None:
+    def add(self, file_id: str, purpose: str, filename: str, content: bytes) -> None:
         assert file_id not in self.files, f"{file_id} is known already"
-        self.files[file_id] = ModelFile(file_id, purpose, filename, content, may_be,
-                                        next(self.seq))
+        self.files[file_id] = ModelFile(file_id, purpose, filename, content, next(self.seq))
 
     def deleted(self, file_id: str | None, *, by_mount: bool) -> None:
         """A server file went away; readers of it may now get ENOENT unless the mount
@@ -350,9 +330,20 @@ class MountModel(RuleBasedStateMachine):
 
     def remove(self, entry: Shown) -> None:
         """What ``rm`` of this file does (also a file that a rename replaces)."""
+        self.freeze_readers(entry)
         if entry.spool is not None:
             self.discard(entry.spool)
         self.deleted(entry.id, by_mount=True)
+
+    def inode_of(self, entry: Shown) -> int | None:
+        return entry.spool.inode if entry.spool else self.inodes.get(entry.id)
+
+    def freeze_readers(self, entry: Shown) -> None:
+        """The file leaves the mount: remember what it held for the descriptors open on it."""
+        for reader in self.readers.values():
+            if reader.spool is None and reader.inode == self.inode_of(entry):
+                reader.content_at_removal = entry.content
+                reader.spool_at_removal = entry.spool
 
     def step(self, name: str) -> None:
         STEP_COUNTS[name] += 1
@@ -379,14 +370,14 @@ class MountModel(RuleBasedStateMachine):
             truncate = bool(flags & os.O_TRUNC)
             spool = Spool(entry.purpose, entry.filename, entry.id,
                           bytearray() if truncate else bytearray(entry.content), inode,
-                          dirty=truncate, seq=next(self.seq), base=self.possible(entry))
+                          dirty=truncate, seq=next(self.seq))
             self.spools.append(spool)
         assert spool.inode == inode, f"{path}: inode {inode}, the model has {spool.inode}"
         spool.handles += 1
         spool.writers += 1
         for reader in self.readers.values():
             if reader.spool is None and reader.inode == inode:
-                reader.strict = False       # see read_held
+                reader.writer_seen = True
         return Writer(fd, spool, append=bool(flags & os.O_APPEND))
 
     def write(self, writer: Writer, data: bytes) -> None:
@@ -408,11 +399,6 @@ class MountModel(RuleBasedStateMachine):
         (docs/SEMANTICS.md section 6, "Several descriptors"; every descriptor here is this
         process's)."""
         spool = writer.spool
-        if "readers defer uploads" in KNOWN_BUGS:
-            for label, reader in list(self.readers.items()):
-                if reader.inode == spool.inode:
-                    case("close: a reader of the file closed first (known bug)")
-                    self.close_reader_labelled(label)
         os.close(writer.fd)
         spool.writers -= 1
         if spool.writers:
@@ -427,7 +413,6 @@ class MountModel(RuleBasedStateMachine):
             self.add(file_id, spool.purpose, spool.filename, bytes(spool.data))
             spool.id = file_id
             spool.dirty = False
-            spool.base = (bytes(spool.data),)
         self.release(spool)
 
     def release(self, spool: Spool) -> None:
@@ -544,37 +529,41 @@ class MountModel(RuleBasedStateMachine):
         note(f"-> {label}")
         self.readers[label] = reader
 
-    @precondition(lambda self: self.readers)
-    @rule(data=st.data())
-    def read_held(self, data):
-        self.step("read_held")
-        reader = self.readers[data.draw(st.sampled_from(list(self.readers)), label="reader")]
+    def check_reader(self, label: str, reader: Reader) -> None:
+        """What a descriptor held open reads now (from ``check``, after every step)."""
         if reader.spool is not None:
-            assert pread_all(reader.fd) == bytes(reader.spool.data), "a reader of a spool"
+            assert pread_all(reader.fd) == bytes(reader.spool.data), label
             return
-        if reader.file_id not in self.files:
-            case("read: an open file deleted since")
+        # As on a local disk, a descriptor reads what its file holds now, whatever replaced
+        # or moved it since; once the file is gone (rm, or gone on the server), the bytes it
+        # was opened with (docs/SEMANTICS.md section 9), or ENOENT if another client deleted
+        # them and they were not kept (section 5).
+        current = [e.content for purpose in WRITABLE for e in self.entries(purpose)
+                   if self.inode_of(e) == reader.inode]
+        if current:
+            if current[0] != reader.content:
+                case("read: the new bytes of a file replaced since")
+            assert pread_all(reader.fd) == current[0], label
+            return
+        case("read: an open file gone since")
         try:
             got = pread_all(reader.fd)
         except OSError as exc:
-            assert not reader.strict and exc.errno == errno.ENOENT, \
-                f"a reader of {reader.file_id}: {exc!r}"
-            case("read: ENOENT after a delete elsewhere or a replacement")
+            assert not reader.strict and exc.errno == errno.ENOENT, f"{label}: {exc!r}"
+            case("read: ENOENT after a delete elsewhere")
             return
-        if reader.strict or got == reader.content:
-            assert got == reader.content, f"a reader of {reader.file_id}"
+        if not reader.writer_seen:
+            assert got == reader.content, label
             return
-        # Its file opened for writing since, through the same inode: SEMANTICS.md does not say
-        # what a descriptor opened before sees. The kernel shares the inode's pages and size,
-        # so the new bytes, like a local filesystem would give, are fine too; so is (it is what
-        # happens) the old file cut to the new size. Anything else is not.
-        current = [e.content for purpose in WRITABLE for e in self.entries(purpose)
-                   if (e.spool.inode if e.spool else self.inodes.get(e.id)) == reader.inode]
-        if current and got == current[0]:
-            case("read: the new bytes after a writer opened the file")
+        # Its file was opened for writing after it, then removed: nothing says what it reads
+        # then. The mount serves the bytes it was opened with, but the kernel keeps the size
+        # the writer gave the inode; a local disk would give the writer's bytes. Any of these.
+        if got == reader.content_at_removal or reader.spool_at_removal is not None and \
+                got == bytes(reader.spool_at_removal.data):
+            case("read: a removed file's last bytes")
             return
-        assert reader.content.startswith(got), f"a reader of {reader.file_id}"
-        case("read: the old bytes cut to the new size after a writer opened the file")
+        assert reader.content.startswith(got), label
+        case("read: the bytes it was opened with, cut to the writer's size")
 
     @precondition(lambda self: self.readers)
     @rule(data=st.data())
@@ -667,21 +656,21 @@ class MountModel(RuleBasedStateMachine):
             return
         replaced = self.expected(purpose).get(target.name)
         spool = entry.spool
-        if replaced is not None and replaced.id is not None and \
-                replaced.id not in self.files and entry.id is not None and \
-                "rename over a file deleted elsewhere" in KNOWN_BUGS:
-            case("rename: not tried (known bug: over a file deleted elsewhere)")
-            return
-        if spool is not None and spool.dirty and entry.id is not None and \
-                entry.id not in self.files and \
-                "rename of a changed file deleted elsewhere" in KNOWN_BUGS:
-            case("rename: not tried (known bug: a changed file deleted elsewhere)")
-            return
+        if replaced is not None and replaced.id is not None and replaced.id not in self.files:
+            case("rename: over a file deleted elsewhere")
         case("rename: replaces a file" if replaced else "rename: to a free name")
         case("rename: across purposes" if purpose != entry.purpose else "rename: same purpose")
         inode = os.stat(source).st_ino
         os.rename(source, target)
-        if entry.id is None:
+        if spool is not None and spool.dirty and spool.id is not None:
+            # changed and not uploaded yet: its local bytes are what moves, so it moves like a
+            # new file, and its server file goes (hidden now) once they are uploaded
+            case("rename: a file with unsaved changes")
+            if spool.id not in self.files:
+                case("rename: a changed file deleted elsewhere")
+            spool.supersedes.append(spool.id)
+            spool.id = None
+        if spool is not None and spool.id is None:
             # not uploaded yet: renamed in the mount only; a file it replaces leaves the view
             # now and the server once this one is uploaded
             case("rename: a new file being written")
@@ -693,21 +682,14 @@ class MountModel(RuleBasedStateMachine):
                 if replaced.id is not None:
                     spool.supersedes.append(replaced.id)
                     self.loosen_readers(replaced.id)
+                self.freeze_readers(replaced)
             spool.purpose, spool.filename, spool.name = purpose, filename, target.name
             return
         # uploaded again under the new name, then the old file deleted; the inode stays
         if replaced is not None:
             self.remove(replaced)
         new_id = self.id_of_inode(purpose, inode)
-        if spool is not None and spool.dirty:
-            # SEMANTICS.md does not say whether a move of a file with unsaved changes sends
-            # the last uploaded bytes or the local ones; its writer's close sends them anyway
-            case("rename: a file with unsaved changes")
-            possible = tuple(dict.fromkeys((bytes(spool.data), *spool.base)))
-            self.add(new_id, purpose, filename, possible[0], may_be=possible[1:])
-            spool.base = possible
-        else:
-            self.add(new_id, purpose, filename, entry.content)
+        self.add(new_id, purpose, filename, entry.content)
         self.deleted(entry.id, by_mount=True)
         if spool is not None:
             spool.id, spool.purpose, spool.filename = new_id, purpose, filename
@@ -741,6 +723,9 @@ class MountModel(RuleBasedStateMachine):
             case("delete elsewhere: a file being written")
         if file_id in self.hidden():
             case("delete elsewhere: a file hidden by a rename over it")
+        for entry in self.shown_paths().values():
+            if entry.id == file_id and entry.spool is None:
+                self.freeze_readers(entry)      # it leaves the mount at the next listing
         delete_on_server(self.emulator, file_id)
         self.deleted(file_id, by_mount=False)
 
@@ -748,6 +733,10 @@ class MountModel(RuleBasedStateMachine):
 
     @invariant()
     def check(self):
+        # first, before any purpose listing could drop what the full listing keeps
+        # (test_model_regressions.py::test_by_id_drops_a_file_deleted_elsewhere)
+        by_id = {e.id for purpose in WRITABLE for e in self.entries(purpose) if e.id}
+        assert sorted(os.listdir(self.root / ".by-id")) == sorted(by_id), "ls .by-id"
         for purpose in WRITABLE:
             directory = self.root / purpose
             expected = self.expected(purpose)
@@ -766,27 +755,20 @@ class MountModel(RuleBasedStateMachine):
                     seen = self.inodes.setdefault(entry.id, info.st_ino)
                     assert info.st_ino == seen, f"{path}: the inode of {entry.id} changed"
                 assert read_all(path) == entry.content, path
-        # after the purpose listings: ``ls .by-id`` on its own keeps showing files that another
-        # client deleted (test_model_regressions.py::test_by_id_drops_a_file_deleted_elsewhere)
-        by_id = {e.id for purpose in WRITABLE for e in self.entries(purpose) if e.id}
-        assert sorted(os.listdir(self.root / ".by-id")) == sorted(by_id), "ls .by-id"
+        for label, reader in self.readers.items():
+            self.check_reader(label, reader)
         self.check_server()
 
     def check_server(self):
         live = {f["id"]: (f["purpose"], f["filename"], f["bytes"])
                 for f in self.emulator.control.state()["files"] if not f["deleted"]}
         model = {f.id: (f.purpose, f.filename, len(f.content)) for f in self.files.values()}
-        for file_id, file in self.files.items():
-            if file.may_be and file_id in live and live[file_id][2] != len(file.content):
-                model[file_id] = live[file_id]      # checked with the bytes below
         assert live == model, "files on the server"
         for file_id in set(self.files) - self.verified:
-            file = self.files[file_id]
             response = httpx.get(f"{self.emulator.base_url}/files/{file_id}/content",
                                  headers={"Authorization": "Bearer checker"}, timeout=60)
             response.raise_for_status()
-            assert response.content in (file.content, *file.may_be), \
-                f"server bytes of {file_id}"
+            assert response.content == self.files[file_id].content, f"server bytes of {file_id}"
             self.verified.add(file_id)
 
     # --------------------------------------------------------------- teardown
@@ -797,7 +779,12 @@ class MountModel(RuleBasedStateMachine):
                 os.close(handle.fd)
             except OSError:
                 pass        # the example failed already; unmounting is what matters now
-        failures = self._cleanup()
+        failures = []
+        if self.mounted.process.poll() is not None:
+            # the Mounter's cleanup says nothing of a mount that is gone already
+            failures.append(f"the mount exited with {self.mounted.process.returncode} during "
+                            f"the example; its log ends with:\n{self.mounted.log()[-6000:]}")
+        failures += self._cleanup()
         if failures:
             raise AssertionError("\n\n".join(failures))
 
