@@ -61,8 +61,10 @@ def test_killed_during_a_multipart_upload(mount, emulator, tmp_path):
     first = mount("--multipart-threshold", "1M", "--part-size", "1M", cache_dir=cache)
     writer = subprocess.Popen(["cp", str(tmp_path / "big.bin"), str(first / "vision")],
                               stderr=subprocess.PIPE)
-    wait_for(lambda: [u for u in control.state()["uploads"] if u["status"] == "pending"],
-             message="the Upload to be created")
+    # the mount notes the Upload's id before it sends any part: once a part is on its way,
+    # the dead mount's spool says which Upload it left open
+    wait_for(lambda: any(r["path"].endswith("/parts") for r in control.requests()),
+             message="the first part to be sent")
     kill(first)
     assert writer.wait(timeout=30) != 0                 # cp was never told it was written
     control.clear_faults()
