@@ -78,8 +78,9 @@ JSONL_ONLY = ("batch", "fine-tune")
 #: rule. None has ``(`` so the model's id-bearing names cannot clash with a real name, and
 #: none looks like a temporary file of rsync or GIO (uploaded only at its rename).
 FILENAMES = ("a.jsonl", "b.jsonl", "A.JSONL", "a.txt", "notes", "dir/c.jsonl", "x\uff0fy.txt")
-EXAMPLES = int(os.environ.get("OPENAI_FS_MODEL_EXAMPLES", "20"))
-STEPS = int(os.environ.get("OPENAI_FS_MODEL_STEPS", "20"))
+#: about a minute on two cores; more with OPENAI_FS_MODEL_EXAMPLES and OPENAI_FS_MODEL_STEPS
+EXAMPLES = int(os.environ.get("OPENAI_FS_MODEL_EXAMPLES", "25"))
+STEPS = int(os.environ.get("OPENAI_FS_MODEL_STEPS", "25"))
 #: descriptors the machine keeps open at most at a time
 MAX_HELD = 3
 JSONL_REFUSAL = r"refused, (batch|fine-tune) files must be JSON Lines"
@@ -797,7 +798,7 @@ class MountModel(RuleBasedStateMachine):
 
 # generous: shrinking a failure can take Hypothesis several minutes
 @pytest.mark.timeout(900 + EXAMPLES * STEPS * 3)
-def test_mount_follows_the_model(mount, emulator):
+def test_mount_follows_the_model(mount, emulator, capsys, record_property):
     # ``mount`` is the fixture's Mounter; the machine makes one of its own per example (fixtures
     # run once per test, not per Hypothesis example), with its own temporary directory.
     MountModel.emulator = emulator
@@ -810,6 +811,9 @@ def test_mount_follows_the_model(mount, emulator):
             suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much,
                                    HealthCheck.data_too_large]))
     finally:
-        print(f"\nmodel test: {sum(STEP_COUNTS.values())} steps "
-              f"({EXAMPLES} examples of up to {STEPS}): {dict(sorted(STEP_COUNTS.items()))}"
-              f"\ncases: {dict(sorted(CASES.items()))}")
+        # shown even when output is captured: how much the run covered
+        record_property("model_steps", sum(STEP_COUNTS.values()))
+        with capsys.disabled():
+            print(f"\nmodel test: {sum(STEP_COUNTS.values())} steps ({EXAMPLES} examples of up "
+                  f"to {STEPS}): {dict(sorted(STEP_COUNTS.items()))}\n"
+                  f"cases: {dict(sorted(CASES.items()))}")
