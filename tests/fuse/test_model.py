@@ -225,7 +225,8 @@ def expect_errno(code: int, call, *args) -> None:
     try:
         call(*args)
     except OSError as exc:
-        assert exc.errno == code, f"{call.__name__}{args}: {exc!r}, expected {errno.errorcode[code]}"
+        assert exc.errno == code, \
+            f"{call.__name__}{args}: {exc!r}, expected {errno.errorcode[code]}"
     else:
         raise AssertionError(f"{call.__name__}{args} succeeded, expected {errno.errorcode[code]}")
 
