@@ -503,7 +503,8 @@ class Operations(pyfuse3.Operations):
                 values["created_at"] = str(node.file.created_at)
                 if node.file.expires_at is not None:
                     values["expires_at"] = str(node.file.expires_at)
-                values["status"] = node.file.status if node.local is None else "modified"
+                changed = node.local is not None and node.local.dirty
+                values["status"] = "modified" if changed else node.file.status
             else:
                 values["status"] = "not uploaded"
         return {XATTR_PREFIX + key.encode(): names.name_bytes(value)

@@ -456,9 +456,12 @@ class UploadEngine:
                 entry.local.purpose = target.purpose or ""
             if replaced is not None:
                 # the file it replaces disappears from view now and from the server only once
-                # this one is uploaded, so a failed upload loses nothing
+                # this one is uploaded, so a failed upload loses nothing; so do the files that
+                # one was itself waiting to replace
                 if replaced.file is not None:
                     entry.supersedes.append(replaced.file)
+                entry.supersedes.extend(replaced.supersedes)
+                replaced.supersedes = []
                 if replaced.local is not None:
                     replaced.local.discarded = True
                 self.namespace.removed(replaced)
@@ -484,8 +487,9 @@ class UploadEngine:
             if replaced.local is not None:
                 replaced.local.discarded = True
             self.namespace.removed(replaced)
-            if replaced.file is not None:
-                await self._delete_replaced(where, replaced.file)
+            superseded, replaced.supersedes = replaced.supersedes, []
+            for old_file in ([replaced.file] if replaced.file is not None else []) + superseded:
+                await self._delete_replaced(where, old_file)
         self.namespace.moved(entry, target, uploaded)
         if entry.local is not None:
             entry.local.purpose = target.purpose or ""

@@ -141,6 +141,11 @@ class Mounter:
     def cleanup(self) -> list[str]:
         failures = []
         for mounted in self.mounts:
+            if not mounted.stopped and mounted.process.poll() is not None:
+                # nobody stopped it: the mount process ended by itself
+                failures.append(f"{mounted.path}: the mount process exited by itself with "
+                                f"{mounted.process.returncode}\n{mounted.output()}\n"
+                                f"{mounted.log()[-3000:]}")
             if not mounted.stopped:
                 if mounted.process.poll() is None and os.path.ismount(mounted.path):
                     try:

@@ -123,7 +123,8 @@ def test_a_file_replaced_twice_by_renames_is_deleted(mount, emulator):
     # it and deletes it once new is uploaded. mv b.txt a.txt then replaces new, and with it
     # the promise: the old a.txt is never deleted. It stays on the server next to b's copy,
     # hidden from the mount (for the 5 minutes it trusts its own delete), then both show as
-    # "a (id).txt". Any filesystem leaves one a.txt here, with b's bytes. Not fixed yet.
+    # "a (id).txt". Any filesystem leaves one a.txt here, with b's bytes. Fixed by handing
+    # the replaced file's pending deletes on to the file that replaces it (uploads.py, move).
     upload_on_server(emulator, "a.txt", "assistants", b"old a")
     upload_on_server(emulator, "b.txt", "assistants", b"bbbb")
     mounted = mount("--dir-ttl", "0")
@@ -143,7 +144,7 @@ def test_a_file_replaced_twice_by_renames_is_deleted(mount, emulator):
 def test_a_file_replaced_by_two_new_files_in_turn_is_deleted(mount, emulator):
     # The same with two files being written: n1 replaces a.txt, n2 replaces n1. Once both
     # are closed, a.txt must hold n2's bytes and nothing else be left; the old a.txt stays
-    # (hidden). Not fixed yet.
+    # (hidden). Fixed with the previous one.
     upload_on_server(emulator, "a.txt", "assistants", b"old a")
     mounted = mount("--dir-ttl", "0")
     directory = mounted / "assistants"
