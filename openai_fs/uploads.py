@@ -227,7 +227,9 @@ class UploadEngine:
             base = local.base
             if base is None:
                 return
-            if self.cache.disk.has(base):
+            if base.bytes == 0:
+                pass                # nothing to fetch (and nothing lost if it is gone since)
+            elif self.cache.disk.has(base):
                 source = self.cache.disk.path(base.id)
                 await trio.to_thread.run_sync(shutil.copyfile, source, local.path)
             else:
@@ -501,7 +503,7 @@ class UploadEngine:
         assert entry.file is not None
         if entry.local is not None and not entry.local.dirty and entry.local.base is None:
             return entry.local.path, False
-        if await self.cache.fetch_whole(entry.file):
+        if entry.file.bytes > 0 and await self.cache.fetch_whole(entry.file):
             # a hard link keeps the bytes even if the cache evicts the file meanwhile
             copy = self.spool_dir / secrets.token_hex(8)
             os.link(self.cache.disk.path(entry.file.id), copy)

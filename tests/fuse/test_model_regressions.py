@@ -161,3 +161,23 @@ def test_a_file_replaced_by_two_new_files_in_turn_is_deleted(mount, emulator):
     assert os.listdir(directory) == ["a.txt"]
     assert (directory / "a.txt").read_bytes() == b"two!"
     assert live_files(emulator) == [("a.txt", 4)]
+
+
+def test_an_empty_file_deleted_elsewhere_while_open_for_writing_can_be_moved(mount, emulator):
+    # Shrunk from: upload an empty fine-tune/b.jsonl elsewhere, open it with O_APPEND, delete
+    # it on the server, mv it to assistants/a.jsonl. The mount keeps showing a file a writer
+    # holds (docs/SEMANTICS.md section 9), so the move must work: an empty file's bytes are
+    # known without asking the server. It used to download them first, got 404 and answered
+    # ENOENT; fixed by never fetching a zero-byte file (uploads.py).
+    made = upload_on_server(emulator, "b.jsonl", "fine-tune", b"")
+    mounted = mount("--dir-ttl", "0")
+    fd = os.open(mounted / "fine-tune" / "b.jsonl", os.O_WRONLY | os.O_APPEND)
+    try:
+        delete_on_server(emulator, made["id"])
+        assert os.listdir(mounted / "fine-tune") == ["b.jsonl"]
+        os.rename(mounted / "fine-tune" / "b.jsonl", mounted / "assistants" / "a.jsonl")
+        assert os.listdir(mounted / "assistants") == ["a.jsonl"]
+        assert os.listdir(mounted / "fine-tune") == []
+    finally:
+        os.close(fd)
+    assert live_files(emulator) == [("a.jsonl", 0)]
