@@ -254,16 +254,22 @@ class Operations(pyfuse3.Operations):
                                 opener: int | None) -> pyfuse3.FileInfo:
         if not entry.writable:
             raise _not_writable(entry.directory)
-        local = entry.local
-        if local is None or local.failure is not None:
-            if flags & os.O_TRUNC or entry.file is None:
-                local = self.uploads.new_local(entry.directory, entry.name)
-            else:       # changing a server file in place: its bytes are fetched when needed
-                local = self.uploads.open_existing(entry)
-            entry.local = local
-        elif flags & os.O_TRUNC:
+        while True:
+            local = entry.local
+            if local is None or local.failure is not None:
+                if flags & os.O_TRUNC or entry.file is None:
+                    local = self.uploads.new_local(entry.directory, entry.name)
+                else:   # changing a server file in place: its bytes are fetched when needed
+                    local = self.uploads.open_existing(entry)
+                entry.local = local
+                break
+            if not flags & os.O_TRUNC:
+                break
             async with local.lock:      # not under an upload that is reading the spool
-                local.truncate(0)
+                if entry.local is local and local.fd >= 0:
+                    local.truncate(0)
+                    break
+            # that upload ended meanwhile and its writer let the spool go: start again
         self.uploads.reopened(entry)
         local.handles += 1
         self._kernel_cached.pop(entry.inode, None)

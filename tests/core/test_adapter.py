@@ -11,6 +11,8 @@ from dataclasses import dataclass
 
 import pyfuse3
 import pytest
+import trio
+import trio.testing
 
 from openai_fs.names import SLASH
 from openai_fs.namespace import BY_ID_INODE, ROOT_INODE
@@ -291,3 +293,37 @@ async def test_an_open_file_can_still_be_read_after_rm(fake, core):
     assert await core.ops.read(info.fh, 1000, 5000) == data[1000:6000]
     await core.ops.release(info.fh)
     assert not core.disk.path(made["id"]).exists() and core.disk.used == 0
+
+
+async def test_an_o_trunc_open_waiting_for_an_upload_gets_a_spool_when_the_writer_lets_go(
+        fake, core, nursery):
+    # cp onto a file whose first writer is still uploading it at close: the open waits for
+    # the upload to stop reading the spool; the first writer then lets the spool go (closes
+    # it) before the open resumes. The open must start a new spool, not truncate the closed
+    # one (it answered EBADF; found by tests/fuse/test_stress.py under load).
+    assistants = core.dir("assistants").inode
+    info, attr = await core.ops.create(assistants, b"shared.bin", 0o644,
+                                       os.O_WRONLY | os.O_CREAT, Ctx())
+    await core.ops.write(info.fh, 0, b"first")
+    gate = fake.hold("create_file")
+    opened = {}
+
+    async def first_writer_closes():
+        await core.ops.flush(info.fh)
+        await core.ops.release(info.fh)
+
+    async def second_writer_opens():
+        opened["info"] = await core.ops.open(attr.st_ino, os.O_WRONLY | os.O_TRUNC, Ctx())
+
+    nursery.start_soon(first_writer_closes)
+    await trio.testing.wait_all_tasks_blocked()         # its upload waits at the server
+    nursery.start_soon(second_writer_opens)
+    await trio.testing.wait_all_tasks_blocked()         # waits for the spool's lock
+    gate.set()
+    await trio.testing.wait_all_tasks_blocked()
+    fh = opened["info"].fh
+    assert await core.ops.write(fh, 0, b"second") == 6
+    await core.ops.flush(fh)
+    await core.ops.release(fh)
+    assert [(f["filename"], fake.blobs[f["id"]]) for f in fake.files.values()] == [
+        ("shared.bin", b"second")]
