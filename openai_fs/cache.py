@@ -25,11 +25,15 @@ import secrets
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import cachetools
 import trio
 
 from openai_fs.api import FileObject, FilesClient
+
+if TYPE_CHECKING:
+    import outcome       # trio's own dependency: what a worker thread hands back
 
 log = logging.getLogger(__name__)
 
@@ -299,6 +303,7 @@ class ContentCache:
 
     async def _run_download(self, download: Download) -> None:
         file = download.file
+        writer = _WriteBehind(download)
         pending: list[bytes] = []
         pending_at = 0
         pending_size = 0
@@ -309,10 +314,11 @@ class ContentCache:
                 pending.append(chunk)
                 pending_size += len(chunk)
                 if pending_size >= WRITE_BATCH:
-                    await self._write(download, pending_at, pending)
+                    await writer.write(pending_at, pending)
                     pending, pending_size = [], 0
             if pending:
-                await self._write(download, pending_at, pending)
+                await writer.write(pending_at, pending)
+            await writer.wait()
             if download.written != file.bytes:
                 raise OSError(errno.EIO, f"the server sent {download.written} bytes of "
                                          f"{file.id}, its size is {file.bytes}")
@@ -325,6 +331,9 @@ class ContentCache:
                 raise
             log.debug("download of %s failed: %s", file.id, exc)
         finally:
+            # the descriptor is closed only once no worker thread writes to it any more
+            with trio.CancelScope(shield=True):
+                await writer.settle()
             if download.fd >= 0:
                 os.close(download.fd)
                 download.fd = -1
@@ -332,11 +341,6 @@ class ContentCache:
                 del self._downloads[file.id]
             download.done.set()
             download.advance(download.written)
-
-    async def _write(self, download: Download, at: int, pieces: list[bytes]) -> None:
-        data = b"".join(pieces)
-        await trio.to_thread.run_sync(_pwrite_all, download.fd, data, at)
-        download.advance(max(download.written, at + len(data)))
 
     async def _read_following(self, download: Download, offset: int, end: int) -> bytes:
         await download.wait_until(end)
@@ -475,8 +479,56 @@ class ContentCache:
         self._open_fds.clear()
 
 
-def _pwrite_all(fd: int, data: bytes, offset: int) -> None:
-    view = memoryview(data)
-    while view:
-        written = os.pwrite(fd, view, offset)
-        view, offset = view[written:], offset + written
+class _WriteBehind:
+    """A download's disk writes, one at a time in a worker thread, each overlapping the receipt
+    of the next piece (a download that waited for every write before reading its socket again
+    left the network idle while the disk worked). Readers following the download are let on
+    only once a piece is written."""
+
+    def __init__(self, download: Download) -> None:
+        self.download = download
+        self._done: trio.Event | None = None
+        self._outcome: outcome.Outcome | None = None
+        self._end = 0
+
+    async def write(self, at: int, pieces: list[bytes]) -> None:
+        """Start writing ``pieces`` at ``at`` once the write before has finished (raising what
+        that one raised)."""
+        await self.wait()
+        token = trio.lowlevel.current_trio_token()
+        done = self._done = trio.Event()
+
+        def deliver(result: outcome.Outcome) -> None:       # in the worker thread
+            self._outcome = result
+            token.run_sync_soon(done.set)
+
+        self._end = at + sum(len(piece) for piece in pieces)
+        trio.lowlevel.start_thread_soon(
+            lambda: _pwritev_all(self.download.fd, pieces, at), deliver)
+
+    async def wait(self) -> None:
+        """Wait for the write in flight, if any, and raise what it raised."""
+        await self.settle()
+        result, self._outcome = self._outcome, None
+        if result is not None:
+            result.unwrap()
+            self.download.advance(max(self.download.written, self._end))
+
+    async def settle(self) -> None:
+        """Wait for the write in flight to end; not cancellable, since its thread goes on
+        using the descriptor whatever happens here."""
+        if self._done is not None:
+            with trio.CancelScope(shield=True):
+                await self._done.wait()
+            self._done = None
+
+
+def _pwritev_all(fd: int, pieces: list[bytes], offset: int) -> None:
+    views = [memoryview(piece) for piece in pieces if piece]
+    while views:
+        written = os.pwritev(fd, views, offset)
+        offset += written
+        while views and written >= len(views[0]):
+            written -= len(views.pop(0))
+        if written:
+            views[0] = views[0][written:]
