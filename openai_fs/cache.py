@@ -332,8 +332,7 @@ class ContentCache:
             log.debug("download of %s failed: %s", file.id, exc)
         finally:
             # the descriptor is closed only once no worker thread writes to it any more
-            with trio.CancelScope(shield=True):
-                await writer.settle()
+            await writer.settle()
             if download.fd >= 0:
                 os.close(download.fd)
                 download.fd = -1

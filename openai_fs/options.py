@@ -47,10 +47,7 @@ def _seconds(text: str) -> float:
 
 
 def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise OptionError(f"not a whole number: {text!r}") from None
+    value = _whole(text)
     if value < 1:
         raise OptionError(f"must be at least 1: {text!r}")
     return value

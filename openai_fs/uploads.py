@@ -458,15 +458,8 @@ class UploadEngine:
                 entry.local.purpose = target.purpose or ""
             if replaced is not None:
                 # the file it replaces disappears from view now and from the server only once
-                # this one is uploaded, so a failed upload loses nothing; so do the files that
-                # one was itself waiting to replace
-                if replaced.file is not None:
-                    entry.supersedes.append(replaced.file)
-                entry.supersedes.extend(replaced.supersedes)
-                replaced.supersedes = []
-                if replaced.local is not None:
-                    replaced.local.discarded = True
-                self.namespace.removed(replaced)
+                # this one is uploaded, so a failed upload loses nothing
+                entry.supersedes.extend(self._displace(replaced))
             self.namespace.rename_unsent(entry, target, name)
             if entry in self._held and not self.defers(entry):
                 await self._upload_held(entry)      # e.g. rsync's temp file, now in place
@@ -486,17 +479,24 @@ class UploadEngine:
                 source.unlink(missing_ok=True)
         if replaced is not None and replaced is not entry:
             # the file this move replaces goes (already gone on the server is fine)
-            if replaced.local is not None:
-                replaced.local.discarded = True
-            self.namespace.removed(replaced)
-            superseded, replaced.supersedes = replaced.supersedes, []
-            for old_file in ([replaced.file] if replaced.file is not None else []) + superseded:
+            for old_file in self._displace(replaced):
                 await self._delete_replaced(where, old_file)
         self.namespace.moved(entry, target, uploaded)
         if entry.local is not None:
             entry.local.purpose = target.purpose or ""
         log.info("moved %s (%s) to %s (%s)", entry.name, old.id, where, uploaded.id)
         await self._delete_replaced(where, old)
+
+    def _displace(self, replaced: FileEntry) -> list[FileObject]:
+        """A rename over ``replaced``: it leaves the view now. Returns the server files that go
+        with it: its own, and those it was itself waiting to replace."""
+        if replaced.local is not None:
+            replaced.local.discarded = True
+        self.namespace.removed(replaced)
+        gone = [replaced.file] if replaced.file is not None else []
+        gone += replaced.supersedes
+        replaced.supersedes = []
+        return gone
 
     async def _content_path(self, entry: FileEntry) -> tuple[Path, bool]:
         """A local file with the entry's bytes, and whether it is a temporary copy."""

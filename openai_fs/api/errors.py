@@ -104,11 +104,9 @@ class ServerError(APIStatusError):
     status = 500
 
 
-_BY_STATUS: dict[int, type[APIStatusError]] = {
-    400: BadRequestError, 401: AuthenticationError, 403: PermissionDeniedError,
-    404: NotFoundError, 409: ConflictError, 413: RequestTooLargeError,
-    422: UnprocessableEntityError, 429: RateLimitError,
-}
+_BY_STATUS: dict[int, type[APIStatusError]] = {cls.status: cls for cls in (
+    BadRequestError, AuthenticationError, PermissionDeniedError, NotFoundError, ConflictError,
+    RequestTooLargeError, UnprocessableEntityError, RateLimitError)}
 
 
 def status_error_class(status: int) -> type[APIStatusError]:
