@@ -190,11 +190,14 @@ class FilesClient:
     async def create_file(self, filename: str, purpose: str, body: BodySource | str | os.PathLike,
                           *, mime_type: str = "application/octet-stream",
                           expires_after: ExpiresAfter | None = None,
-                          progress: Callable[[int], None] | None = None) -> FileObject:
+                          progress: Callable[[int], None] | None = None,
+                          maybe_created_since: float | None = None) -> FileObject:
         """``POST /files``: one multipart request carrying the whole file.
 
         ``body`` is bytes or a path (streamed from disk, never read into memory). A failure
-        that may have created the file anyway is reconciled before the request is sent again.
+        that may have created the file anyway is reconciled before the request is sent again;
+        ``maybe_created_since`` says that an earlier attempt made elsewhere (a streamed upload,
+        see :meth:`create_file_streamed`) began then and may have done so too.
         """
         size = len(body) if isinstance(body, bytes) else os.path.getsize(body)
         fields = {"purpose": purpose}
@@ -223,11 +226,56 @@ class FilesClient:
             self.stats.bytes_uploaded += size
             return self._parse(FileObject, data, "POST", "files")
 
-        started = time.time()
+        started = time.time() if maybe_created_since is None else maybe_created_since
         return await self._call_not_idempotent(
-            attempt, reconcile=lambda: self.find_uploaded_copy(
+            attempt, ambiguous=maybe_created_since is not None,
+            reconcile=lambda: self.find_uploaded_copy(
                 purpose=purpose, filename=filename, size=size, since=started,
                 local_md5=lambda: _md5_of(body)))
+
+    async def create_file_streamed(self, filename: str, purpose: str,
+                                   chunks: AsyncIterator[bytes], *,
+                                   mime_type: str = "application/octet-stream",
+                                   expires_after: ExpiresAfter | None = None) -> FileObject:
+        """``POST /files`` with a body of unknown length, sent as ``chunks`` come (HTTP/1.1
+        chunked transfer encoding): the file is uploaded while it is still being written.
+
+        One attempt, never retried: the caller still has the bytes and sends them again with
+        :meth:`create_file` if this fails. The server makes no file unless the body ends with
+        its closing boundary, so a request abandoned midway (cancelled) leaves nothing.
+        """
+        fields = {"purpose": purpose}
+        if expires_after is not None:
+            fields.update(expires_after.as_form_fields())
+        # httpx encodes the form (boundary, field escaping) around an empty file; the file's
+        # bytes then go between that encoding's head and its closing boundary
+        framing = httpx.Request("POST", "files", data=fields,
+                                files={"file": (filename, b"", mime_type)})
+        encoded = framing.read()
+        boundary = framing.headers["content-type"].partition("boundary=")[2].encode()
+        tail = b"\r\n--" + boundary + b"--\r\n"
+        if not boundary or not encoded.endswith(tail):
+            raise AssertionError("unexpected multipart framing from httpx")
+        head = encoded[:-len(tail)]
+        sent = 0
+
+        async def body() -> AsyncIterator[bytes]:
+            nonlocal sent
+            yield head
+            async for chunk in chunks:
+                sent += len(chunk)
+                yield chunk
+            yield tail
+
+        stream = body()
+        try:
+            data = await self._json("POST", "files", kind="create_file", retry=False,
+                                    content=stream,
+                                    headers={"content-type": framing.headers["content-type"]})
+        finally:
+            await stream.aclose()
+        self.stats.bytes_uploaded += sent
+        return self._parse(FileObject, data, "POST", "files")
 
     # -------------------------------------------------------------- content
 
@@ -467,8 +515,8 @@ class FilesClient:
     # ------------------------------------------------------------- plumbing
 
     async def _call_not_idempotent(self, attempt: Callable[[], Awaitable[Any]], *,
-                                   reconcile: Callable[[], Awaitable[Any]]) -> Any:
-        ambiguous = False
+                                   reconcile: Callable[[], Awaitable[Any]],
+                                   ambiguous: bool = False) -> Any:
         async for try_ in self.retry.retrying(before_sleep=self._log_retry):
             with try_:
                 if ambiguous:

@@ -8,6 +8,7 @@ import logging
 import random
 
 import pytest
+import trio
 
 from openai_fs.api import (
     APIConnectionError,
@@ -168,6 +169,35 @@ async def test_a_post_that_took_effect_before_the_connection_dropped_is_not_repe
     files = [f for f in emulator.control.state()["files"] if not f["deleted"]]
     assert [f["id"] for f in files] == [made.id]
     assert len(requests_to(emulator.control, "POST", "^/v1/files$")) == 1
+
+
+async def test_a_body_of_unknown_length_is_sent_as_it_comes(client, emulator):
+    pieces = [bytes([n]) * (100_000 + n) for n in range(5)]
+
+    async def written_slowly():
+        for piece in pieces:
+            await trio.sleep(0.05)
+            yield piece
+
+    name = "naïve name (1).txt"
+    streamed = await client.create_file_streamed(name, "user_data", written_slowly())
+    at_once = await client.create_file(name, "user_data", b"".join(pieces))
+    assert (streamed.filename, streamed.bytes) == (at_once.filename, at_once.bytes)
+    assert await client.read_content(streamed.id) == b"".join(pieces)
+
+
+async def test_an_abandoned_streamed_upload_makes_no_file(client, emulator):
+    async def stalls():
+        yield b"the beginning"
+        await trio.sleep_forever()
+
+    with trio.move_on_after(0.5):
+        await client.create_file_streamed("never.txt", "user_data", stalls())
+    posted = requests_to(emulator.control, "POST", "^/v1/files$")
+    assert len(posted) == 1
+    await trio.sleep(0.2)       # the emulator notices the closed connection
+    assert [f for f in emulator.control.state()["files"] if not f["deleted"]] == []
+    assert list((emulator.data_dir / "tmp").iterdir()) == []
 
 
 async def test_error_mapping(client, emulator):
