@@ -333,7 +333,10 @@ class Operations(pyfuse3.Operations):
         if local.lock.locked():     # an upload of this file is running: wait for it
             async with local.lock:
                 pass
-        return local.write(off, buf)
+        written = local.write(off, buf)
+        if handle.entry is not None:
+            self.uploads.wrote(handle.entry, local)
+        return written
 
     @_handler
     async def flush(self, fh: int) -> None:

@@ -201,7 +201,8 @@ async def _serve(options: MountOptions, client: FilesClient, readiness: Readines
                                   on_invalidate=invalidate_entry)
             uploads = UploadEngine(client, namespace, cache, UploadSettings(
                 multipart_threshold=options.multipart_threshold, part_size=options.part_size,
-                concurrency=options.upload_concurrency, expires_after=options.expires_after),
+                concurrency=options.upload_concurrency, expires_after=options.expires_after,
+                early=not options.upload_on_close),
                 cache_dir, nursery=nursery)
 
             def status() -> dict[str, object]:

@@ -90,6 +90,9 @@ OPTIONS: tuple[Option, ...] = (
            parse_size, "SIZE"),
     Option("upload_concurrency", "parts in flight at once per upload (default 4)",
            _positive_int, "N"),
+    Option("upload_on_close", "send a file only once it is closed (default: a file written "
+                              "from start to end begins uploading once it holds 8M, so the "
+                              "upload overlaps the writing)"),
     Option("expires_after", "new uploads expire this many seconds after creation "
                             "(3600..2592000; default: the API's policy)", _whole, "SECONDS"),
     Option("api_key_file", "read the API key from FILE (must not be readable by others) "
@@ -120,6 +123,7 @@ class MountOptions:
     multipart_threshold: int = 64 * purposes.MiB
     part_size: int = 16 * purposes.MiB
     upload_concurrency: int = 4
+    upload_on_close: bool = False
     expires_after: int | None = None
     api_key_file: Path | None = None
     timeout: float = 60.0

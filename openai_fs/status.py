@@ -91,6 +91,9 @@ def render(status: dict[str, Any]) -> str:
     lines.append(f"Uploads in flight: {len(in_flight) or 'none'}")
     for transfer in in_flight:
         lines.append("  " + describe_transfer(transfer))
+    for early in uploads.get("while_written", []):
+        lines.append(f"  {early['path']}: {_size(early['bytes_sent'])} sent while it is "
+                     "still being written")
     lines.append(f"Uploads completed: {uploads.get('completed', 0)}")
     failed = uploads.get("failed", [])
     if failed:

@@ -32,7 +32,9 @@ import trio
 
 from openai_fs import names, purposes
 from openai_fs.api import APIError, ExpiresAfter, FileObject, FilesClient, NotFoundError
+from openai_fs.api.retry import may_have_taken_effect
 from openai_fs.cache import ContentCache
+from openai_fs.early_upload import START_BYTES, Abandoned, EarlyUpload
 from openai_fs.errors import FSError, RuleViolation, UploadFailed, errno_for
 from openai_fs.namespace import FileEntry, Namespace, PurposeDir
 
@@ -56,6 +58,8 @@ class UploadSettings:
     part_size: int = 16 * purposes.MiB
     concurrency: int = 4
     expires_after: int | None = None
+    #: start uploading a large file while it is written (see openai_fs.early_upload)
+    early: bool = True
 
 
 @dataclass(eq=False)
@@ -81,6 +85,10 @@ class LocalFile:
     base: FileObject | None = None
     #: what the spool is, for a later mount if this one dies (see _recover_dead_spools)
     sidecar: Path | None = None
+    #: the upload that began while the file is written, if any
+    early: EarlyUpload | None = None
+    #: written from start to end so far, without leaving holes (only such files upload early)
+    sequential: bool = True
 
     def check_size(self, end: int) -> None:
         limit = purposes.max_file_bytes(self.purpose)
@@ -93,6 +101,10 @@ class LocalFile:
         if self.failure is not None:
             raise self.failure
         self.check_size(offset + len(data))
+        if self.early is not None and offset < self.early.sent:
+            self.early.abandon("a write changed bytes already sent")
+        if offset > self.size:
+            self.sequential = False
         try:
             written = os.pwrite(self.fd, data, offset)
         except OSError as exc:
@@ -113,6 +125,12 @@ class LocalFile:
             self.base = None        # nothing of the old bytes survives: no need to fetch them
         assert self.base is None, "load the base before truncating to a non-zero size"
         self.check_size(size)
+        if self.early is not None and size < self.early.sent:
+            self.early.abandon("the file was truncated")
+        if size > self.size:
+            self.sequential = False
+        elif size == 0:
+            self.sequential = True
         os.ftruncate(self.fd, size)
         self.size = size
         self.mtime = time.time()
@@ -175,6 +193,8 @@ class UploadEngine:
         self.spool_dir = spool_root / name
         self.spool_dir.mkdir(mode=0o700)
         self.transfers: set[Transfer] = set()
+        #: uploads that began while their file is still written
+        self._early: set[EarlyUpload] = set()
         self.failures: deque[dict[str, object]] = deque(maxlen=FAILURES_KEPT)
         self.completed = 0
         self._idle = trio.Event()
@@ -252,6 +272,7 @@ class UploadEngine:
     def release_local(self, local: LocalFile, entry: FileEntry | None = None) -> None:
         """The last handle of a spool file closed: keep its bytes in the content cache when they
         are a server file's content, otherwise remove them (unsent bytes were moved away)."""
+        self._drop_early(local, "the file was closed without being uploaded")
         local.close()
         kept = (entry is not None and entry.file is not None and not local.dirty
                 and local.base is None and local.failure is None and not local.discarded
@@ -268,9 +289,11 @@ class UploadEngine:
         """Upload the spool of ``entry`` if it changed; raises FSError when that fails."""
         async with local.lock:
             if local.failure is not None:
+                self._drop_early(local, "the file will not be uploaded")
                 self.refused(entry, local)
                 raise local.failure
             if not local.dirty or local.discarded or entry.removed and entry.local is not local:
+                self._drop_early(local, "nothing to upload")
                 return
             purpose = entry.purpose
             filename = entry.server_name
@@ -278,11 +301,15 @@ class UploadEngine:
             violation = rule_violation(purpose, filename, local.size, where)
             if violation is not None:
                 local.failure = violation
+                self._drop_early(local, "the file breaks a rule")
                 self.refused(entry, local)
                 raise violation
             try:
-                uploaded = await self._upload(where, filename, purpose, local.path, local.size,
-                                              sidecar=local.sidecar)
+                uploaded, maybe_created_since = await self._finish_early(entry, local, where)
+                if uploaded is None:
+                    uploaded = await self._upload(where, filename, purpose, local.path,
+                                                  local.size, sidecar=local.sidecar,
+                                                  maybe_created_since=maybe_created_since)
             except (APIError, OSError) as exc:
                 raise self._failed(entry, local, where, exc) from None
             local.dirty = False
@@ -294,13 +321,11 @@ class UploadEngine:
             await self._delete_replaced(where, old)
 
     async def _upload(self, where: str, filename: str, purpose: str, path: Path,
-                      size: int, *, sidecar: Path | None = None) -> FileObject:
-        expires = (ExpiresAfter(self.settings.expires_after)
-                   if self.settings.expires_after else None)
+                      size: int, *, sidecar: Path | None = None,
+                      maybe_created_since: float | None = None) -> FileObject:
+        expires = self._expires_after()
         mime = _mime_type(filename)
-        in_parts = purpose in purposes.UPLOADS_API_PURPOSES and (
-            size > self.settings.multipart_threshold or size > purposes.MAX_POST_FILE_BYTES
-            or _MULTIPART_UNSAFE.search(filename) is not None)
+        in_parts = self._in_parts(purpose, filename, size)
         transfer = Transfer(where, size, "uploads-api" if in_parts else "post-files")
         self._started(transfer)
         try:
@@ -312,9 +337,102 @@ class UploadEngine:
                     on_created=lambda upload: _note_upload(sidecar, upload.id))
             return await self.client.create_file(filename, purpose, path, mime_type=mime,
                                                  expires_after=expires,
-                                                 progress=transfer.advance)
+                                                 progress=transfer.advance,
+                                                 maybe_created_since=maybe_created_since)
         finally:
             self._finished(transfer)
+
+    def _in_parts(self, purpose: str, filename: str, size: int) -> bool:
+        """Whether a file goes through the Uploads API rather than one ``POST /files``."""
+        return purpose in purposes.UPLOADS_API_PURPOSES and (
+            size > self.settings.multipart_threshold or size > purposes.MAX_POST_FILE_BYTES
+            or _MULTIPART_UNSAFE.search(filename) is not None)
+
+    def _expires_after(self) -> ExpiresAfter | None:
+        seconds = self.settings.expires_after
+        return ExpiresAfter(seconds) if seconds else None
+
+    # --------------------------------------------------- uploads while writing
+
+    def wrote(self, entry: FileEntry, local: LocalFile) -> None:
+        """``local`` (the spool of ``entry``) was written to: feed its early upload, give that
+        up if the file can no longer be sent that way, or start one once the file is large
+        enough (see :mod:`openai_fs.early_upload`)."""
+        early = local.early
+        if early is not None:
+            if not early.over:
+                problem = self._early_problem(entry, local, early)
+                if problem is None:
+                    early.grew()
+                else:
+                    early.abandon(problem)
+            return
+        if not self.settings.early or self._nursery is None or local.size < START_BYTES \
+                or not local.sequential or self.defers(entry) or self._early_problem(entry, local) is not None:
+            return
+        self._early = {e for e in self._early if not e.over}
+        if len(self._early) >= self.settings.concurrency:
+            return      # each holds a connection: leave enough for everything else
+        where = f"{entry.directory.name}/{entry.name}"
+        early = EarlyUpload(self.client, path=local.path, filename=entry.server_name,
+                            purpose=entry.purpose, mime_type=_mime_type(entry.server_name),
+                            expires_after=self._expires_after(), size=lambda: local.size,
+                            where=where)
+        local.early = early
+        self._early.add(early)
+        early.start(self._nursery)
+        log.debug("%s: uploading while it is written", where)
+
+    def _early_problem(self, entry: FileEntry, local: LocalFile,
+                       early: EarlyUpload | None = None) -> str | None:
+        """Why the spool of ``entry`` cannot be (or no longer be) sent by the early upload
+        ``early`` (or by a new one), or None."""
+        purpose, filename = entry.purpose, entry.server_name
+        if local.failure is not None or local.discarded or local.base is not None \
+                or entry.local is not local:
+            return "the file will not be uploaded from this spool"
+        if early is not None and (early.purpose != purpose or early.filename != filename):
+            return "the file was renamed"
+        if self._in_parts(purpose, filename, local.size) \
+                or local.size > purposes.MAX_POST_FILE_BYTES:
+            return "the file is sent with the Uploads API"
+        if rule_violation(purpose, filename, local.size, "") is not None:
+            return "the file breaks a rule"
+        return None
+
+    async def _finish_early(self, entry: FileEntry, local: LocalFile,
+                            where: str) -> tuple[FileObject | None, float | None]:
+        """Finish the early upload of ``local``, if it has one that still fits. Returns the
+        uploaded file, or None and (when the early request may have made the file anyway)
+        since when such a file would exist."""
+        early, local.early = local.early, None
+        if early is None:
+            return None, None
+        problem = self._early_problem(entry, local, early)
+        if problem is not None:
+            early.abandon(problem)
+            return None, None
+        transfer = Transfer(where, local.size, "post-files", sent=early.sent)
+        early.progress = transfer.advance
+        self._started(transfer)
+        try:
+            return await early.finish(local.size), None
+        except Abandoned:
+            return None, None
+        except Exception as exc:  # noqa: BLE001 - whatever it was, the spool is sent again
+            log.info("%s: the upload sent while it was written failed (%s); sending it again",
+                     where, exc)
+            maybe = not isinstance(exc, APIError) or may_have_taken_effect(exc)
+            return None, early.began if maybe else None
+        finally:
+            early.progress = None
+            self._finished(transfer)
+
+    @staticmethod
+    def _drop_early(local: LocalFile, reason: str) -> None:
+        if local.early is not None:
+            local.early.abandon(reason)
+            local.early = None
 
     def refused(self, entry: FileEntry, local: LocalFile | None = None) -> None:
         """A file that will not be uploaded (it broke a rule, or the spool disk is full) stops
@@ -449,6 +567,8 @@ class UploadEngine:
             raise FSError(errno.EXDEV, f"moving {entry.directory.name}/{entry.name}: "
                                        f"{violation.message} (answered EXDEV)",
                           level=logging.INFO)
+        if entry.local is not None:
+            self._drop_early(entry.local, "the file was renamed")
         if entry.file is not None and entry.local is not None and entry.local.dirty:
             # changed and not uploaded yet: the bytes to move are the local ones; it moves
             # like a new file, and its old server file goes once they are uploaded
@@ -590,6 +710,9 @@ class UploadEngine:
     def statistics(self) -> dict[str, object]:
         return {"in_flight": [t.as_dict() for t in sorted(self.transfers,
                                                           key=lambda t: t.started)],
+                "while_written": [{"path": e.where, "bytes_sent": e.sent}
+                                  for e in sorted(self._early, key=lambda e: e.began)
+                                  if not e.over and e.progress is None],
                 "held": [f"{e.directory.name}/{e.name}" for e in self._held],
                 "completed": self.completed, "failed": list(self.failures),
                 "spool_dir": str(self.spool_dir), "unsent_dir": str(self.unsent_dir)}
