@@ -452,7 +452,8 @@ def settle_disk() -> None:
 @dataclass
 class Upload:
     """One ``cp`` into the mount, split by the emulator's request log into the time before the
-    first request (writing the spool file), sending (the POST, or create + parts), and
+    first request (writing the spool file, or its first 8 MiB when the POST begins while the
+    file is written), sending (the POST, or create + parts), and
     ``complete`` (the emulator assembling the parts)."""
     seconds: float
     spool: float
