@@ -32,7 +32,7 @@ log = logging.getLogger(__name__)
 
 #: a file open for writing starts uploading once it holds this much (smaller files gain little)
 START_BYTES = 8 * 1024 * 1024
-#: bytes read from the spool per chunk of the request body
+#: bytes read from the spool per chunk of the request body (sent once that much is written)
 CHUNK_BYTES = 1024 * 1024
 #: a writer that adds nothing for this long has the request abandoned (a server would time an
 #: idle request out anyway); the file is then uploaded at close()
@@ -135,7 +135,8 @@ class EarlyUpload:
     async def _chunks(self, fd: int) -> AsyncIterator[bytes]:
         while True:
             end = self._end if self._end is not None else self._size()
-            if self.sent < end:
+            # whole chunks while the file grows (fewer, larger sends), the rest at the end
+            if end - self.sent >= CHUNK_BYTES or self._end is not None and self.sent < end:
                 count = min(CHUNK_BYTES, end - self.sent)
                 # from the page cache, where the write just put it: cheaper than a thread
                 data = os.pread(fd, count, self.sent)

@@ -23,7 +23,7 @@ from pathlib import Path
 import pyfuse3
 import trio
 
-from openai_fs import __version__, logs, openers
+from openai_fs import __version__, allocator, logs, openers
 from openai_fs.api import APIError, AuthenticationError, FilesClient, PermissionDeniedError
 from openai_fs.api.retry import RetryPolicy
 from openai_fs.cache import ContentCache, DiskCache
@@ -152,6 +152,7 @@ def mount(options: MountOptions, key: Secret, readiness: Readiness) -> int:
     crash_log = open(log_file, "a") if log_file else sys.stderr  # noqa: SIM115 - lives as long as we do
     faulthandler.enable(file=crash_log)
     faulthandler.register(signal.SIGUSR1, file=crash_log, all_threads=True)
+    allocator.reuse_large_buffers()
     demo = None
     try:
         if options.demo:
