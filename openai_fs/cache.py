@@ -10,6 +10,9 @@ space is needed or the file is deleted.
 * **Blocks** (a read far into a large file when the server honours ``Range``, or any read of a
   file that does not fit the disk cache) are fetched with ``Range`` into a memory LRU bounded in
   bytes (``--cache-size``).
+* **Large downloads** keep their newest 16 MiB in memory, where the readers following them are
+  answered, and write to the disk cache with ``O_DIRECT`` (see :mod:`openai_fs.download_ring`):
+  the page cache is not filled twice with one file, and no byte is copied back out of it.
 * **The disk cache** (``--cache-dir``, bounded by ``--disk-cache-size``) holds whole files named
   by id under a folder per server, evicts the least recently used whole file, and is reused by
   later mounts.
@@ -31,6 +34,7 @@ import cachetools
 import trio
 
 from openai_fs.api import FileObject, FilesClient
+from openai_fs.download_ring import RING_BYTES, RingDownload, RingPool, direct_io
 
 if TYPE_CHECKING:
     import outcome       # trio's own dependency: what a worker thread hands back
@@ -191,21 +195,30 @@ class Download:
     file: FileObject
     partial: Path
     fd: int
-    #: bytes of the file written so far (always a prefix)
-    written: int = 0
+    #: bytes of the file its readers can have so far (always a prefix): written to the partial
+    #: file, or, for a download through a ring, received into the ring
+    available: int = 0
+    #: the memory a large download passes through (None: written through the page cache)
+    ring: RingDownload | None = None
+    #: a plain descriptor of the partial file, for readers the ring has left behind (the
+    #: download's own descriptor is O_DIRECT, which takes only aligned reads)
+    read_fd: int = -1
     error: BaseException | None = None
     done: trio.Event = field(default_factory=trio.Event)
     _progress: trio.Event = field(default_factory=trio.Event)
 
-    def advance(self, written: int) -> None:
-        self.written = written
+    def advance(self, available: int) -> None:
+        self.available = available
         self._progress.set()
         self._progress = trio.Event()
 
+    async def wait_change(self) -> None:
+        await self._progress.wait()
+
     async def wait_until(self, end: int) -> None:
-        while self.written < end and not self.done.is_set():
+        while self.available < end and not self.done.is_set():
             await self._progress.wait()
-        if self.written < end and self.error is not None:
+        if self.available < end and self.error is not None:
             raise self.error
 
 
@@ -229,6 +242,10 @@ class CacheStatistics:
     disk_hits: int = 0
     memory_hits: int = 0
     downloads: int = 0
+    #: downloads that went through a ring and O_DIRECT writes
+    ring_downloads: int = 0
+    #: reads of such a download that had fallen so far behind it that they were read from disk
+    ring_misses: int = 0
     block_fetches: int = 0
 
     def as_dict(self) -> dict[str, int]:
@@ -242,8 +259,13 @@ class ContentCache:
                  nursery: trio.Nursery) -> None:
         self.client = client
         self.disk = disk
+        # Rings for large downloads come out of the memory budget: up to two, while they take
+        # no more than half of it.
+        self._rings = RingPool(min(2, memory_bytes // (2 * RING_BYTES)))
         self.memory: cachetools.LRUCache[tuple[str, int], bytes] = cachetools.LRUCache(
-            maxsize=max(memory_bytes, 1), getsizeof=len)
+            maxsize=max(memory_bytes - self._rings.count * RING_BYTES, 1), getsizeof=len)
+        #: whether the disk cache's filesystem takes O_DIRECT writes (None: not tried yet)
+        self._direct_io: bool | None = None
         self.memory_enabled = memory_bytes >= BLOCK_SIZE
         self._nursery = nursery
         self._downloads: dict[str, Download] = {}
@@ -257,6 +279,15 @@ class ContentCache:
     # ----------------------------------------------------------------- reads
 
     async def read(self, file: FileObject, offset: int, size: int) -> bytes:
+        """Bytes ``[offset, offset+size)`` of ``file`` (fewer at its end)."""
+        piece = await self.read_for_reply(file, offset, size)
+        return bytes(piece) if isinstance(piece, memoryview) else piece
+
+    async def read_for_reply(self, file: FileObject, offset: int,
+                             size: int) -> bytes | memoryview:
+        """As :meth:`read`, but possibly a view of a download's ring, which stays valid only
+        until the caller next awaits: made for a FUSE reply, which pyfuse3 copies to the
+        kernel before anything else runs, and saves copying every byte once more."""
         if offset >= file.bytes or size <= 0:
             return b""
         size = min(size, file.bytes - offset)
@@ -265,7 +296,7 @@ class ContentCache:
             self.stats.disk_hits += 1
             return self._pread_cached(file.id, offset, size)
         download = self._downloads.get(file.id)
-        if download is not None and (offset - download.written < FAR_AHEAD
+        if download is not None and (offset - download.available < FAR_AHEAD
                                      or self.client.range_supported is False
                                      or not self.memory_enabled):
             return await self._read_following(download, offset, end)
@@ -281,7 +312,9 @@ class ContentCache:
         if not self.disk.fits(file.bytes):
             return False
         download = self._downloads.get(file.id) or self._start_download(file)
-        await download.wait_until(file.bytes)
+        await download.done.wait()
+        if download.error is not None:
+            raise download.error
         return self.disk.has(file)
 
     def _fetch_whole(self, file: FileObject, offset: int) -> bool:
@@ -298,29 +331,56 @@ class ContentCache:
         download = Download(file, partial, fd)
         self._downloads[file.id] = download
         self.stats.downloads += 1
+        if file.bytes > RING_BYTES:
+            self._give_ring(download)
         self._nursery.start_soon(self._run_download, download)
         return download
 
+    def _give_ring(self, download: Download) -> None:
+        """Let a large download pass through a ring, when one is free and the disk cache's
+        filesystem takes O_DIRECT."""
+        if self._direct_io is False:
+            return
+        memory = self._rings.take()
+        if memory is None:
+            return
+        try:
+            self._direct_io = direct_io(download.fd, probe=self._direct_io is None)
+            if self._direct_io:
+                download.read_fd = os.open(download.partial, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError as exc:
+            log.debug("no direct writes to %s: %s", download.partial, exc)
+            self._direct_io = False
+        if not self._direct_io:
+            self._rings.give_back(memory)
+            return
+        ring = RingDownload(memory, download.fd, download.file.bytes,
+                            changed=lambda: download.advance(ring.received),
+                            wait_change=download.wait_change)
+        download.ring = ring
+        self.stats.ring_downloads += 1
+
     async def _run_download(self, download: Download) -> None:
         file = download.file
-        writer = _WriteBehind(download)
-        pending: list[bytes] = []
-        pending_at = 0
-        pending_size = 0
+        ring = download.ring
+        writer = _WriteBehind(download) if ring is None else None
+        if ring is not None:
+            self._nursery.start_soon(ring.write_blocks)
         try:
-            async for at, chunk in self.client.stream_content(file.id):
-                if not pending:
-                    pending_at = at
-                pending.append(chunk)
-                pending_size += len(chunk)
-                if pending_size >= WRITE_BATCH:
-                    await writer.write(pending_at, pending)
-                    pending, pending_size = [], 0
-            if pending:
-                await writer.write(pending_at, pending)
-            await writer.wait()
-            if download.written != file.bytes:
-                raise OSError(errno.EIO, f"the server sent {download.written} bytes of "
+            if ring is not None:
+                async for at, chunk in self.client.stream_content(file.id):
+                    await ring.put(at, chunk)
+                ring.finish()
+                await ring.settle()
+                if ring.error is not None:
+                    raise ring.error
+                on_disk = ring.written
+            else:
+                assert writer is not None
+                await self._write_behind(download, writer)
+                on_disk = download.available
+            if on_disk != file.bytes:
+                raise OSError(errno.EIO, f"the server sent {on_disk} bytes of "
                                          f"{file.id}, its size is {file.bytes}")
             self.disk.add(file.id, download.partial)
         except BaseException as exc:
@@ -331,18 +391,51 @@ class ContentCache:
                 raise
             log.debug("download of %s failed: %s", file.id, exc)
         finally:
-            # the descriptor is closed only once no worker thread writes to it any more
-            await writer.settle()
-            if download.fd >= 0:
-                os.close(download.fd)
-                download.fd = -1
+            # the descriptor is closed (and the ring's memory lent again) only once no worker
+            # thread writes to it any more
+            if ring is not None:
+                ring.finish()
+                await ring.settle()
+                download.ring = None
+                self._rings.give_back(ring.memory)
+            elif writer is not None:
+                await writer.settle()
+            for fd in (download.fd, download.read_fd):
+                if fd >= 0:
+                    os.close(fd)
+            download.fd = download.read_fd = -1
             if self._downloads.get(file.id) is download:
                 del self._downloads[file.id]
             download.done.set()
-            download.advance(download.written)
+            download.advance(download.available)
 
-    async def _read_following(self, download: Download, offset: int, end: int) -> bytes:
+    async def _write_behind(self, download: Download, writer: _WriteBehind) -> None:
+        """Receive the body into the partial file through the page cache."""
+        pending: list[bytes] = []
+        pending_at = 0
+        pending_size = 0
+        async for at, chunk in self.client.stream_content(download.file.id):
+            if not pending:
+                pending_at = at
+            pending.append(chunk)
+            pending_size += len(chunk)
+            if pending_size >= WRITE_BATCH:
+                await writer.write(pending_at, pending)
+                pending, pending_size = [], 0
+        if pending:
+            await writer.write(pending_at, pending)
+        await writer.wait()
+
+    async def _read_following(self, download: Download, offset: int,
+                              end: int) -> bytes | memoryview:
         await download.wait_until(end)
+        if download.ring is not None:
+            piece = download.ring.get(offset, end)
+            if piece is not None:
+                return piece
+            # gone from the ring, so already on disk
+            self.stats.ring_misses += 1
+            return os.pread(download.read_fd, end - offset, offset)
         if download.fd >= 0:        # still running: read what it has written
             return os.pread(download.fd, end - offset, offset)
         return self._pread_cached(download.file.id, offset, end - offset)
@@ -476,6 +569,7 @@ class ContentCache:
         for fd in self._open_fds.values():
             os.close(fd)
         self._open_fds.clear()
+        self._rings.close()
 
 
 class _WriteBehind:
@@ -511,7 +605,7 @@ class _WriteBehind:
         result, self._outcome = self._outcome, None
         if result is not None:
             result.unwrap()
-            self.download.advance(max(self.download.written, self._end))
+            self.download.advance(max(self.download.available, self._end))
 
     async def settle(self) -> None:
         """Wait for the write in flight to end; not cancellable, since its thread goes on

@@ -304,7 +304,7 @@ class Operations(pyfuse3.Operations):
         return pyfuse3.FileInfo(fh=fh, keep_cache=False), self.attributes(entry)
 
     @_handler
-    async def read(self, fh: int, off: int, size: int) -> bytes:
+    async def read(self, fh: int, off: int, size: int) -> bytes | memoryview:
         handle = self._handles[fh]
         if handle.snapshot is not None:
             return handle.snapshot[off:off + size]
@@ -320,7 +320,8 @@ class Operations(pyfuse3.Operations):
                 await self.uploads.ensure_loaded(local)
             return local.read(off, size)
         assert file is not None
-        return await self.cache.read(file, off, size)
+        # may be a view that is valid only until the next await: pyfuse3 replies with it first
+        return await self.cache.read_for_reply(file, off, size)
 
     @_handler
     async def write(self, fh: int, off: int, buf: bytes) -> int:

@@ -37,6 +37,26 @@ def test_cat_reads_the_exact_bytes_with_one_request_and_a_reread_with_none(
     assert emulator.control.requests() == []
 
 
+def test_a_large_file_is_read_through_a_ring_and_cached_whole(mount, seed, emulator, tmp_path):
+    # over 16 MiB: the download passes through memory and is written with O_DIRECT
+    data = payload(40 * MiB + 4321, seed=3)
+    made = seed("large.bin", "assistants", data)
+    cache = tmp_path / "ring-cache"
+    mounted = mount(cache_dir=cache)
+    digest = run("sha256sum", str(mounted / "assistants" / "large.bin")).stdout.split()[0]
+    assert digest == hashlib.sha256(data).hexdigest()
+    assert len(content_requests(emulator.control, made["id"])) == 1
+    # the reader may finish before the last disk write does
+    wait_for(lambda: mounted.status()["cache"]["downloads_running"] == 0)
+    statistics = mounted.status()["cache"]
+    assert statistics["downloads"] == 1
+    if statistics["ring_downloads"] == 0:     # a cache folder on tmpfs before Linux 6.6
+        assert "tmpfs" in run("stat", "-f", "-c", "%T", str(tmp_path)).stdout
+    assert mounted.unmount() == 0
+    (cached,) = (cache / "content").glob(f"*/{made['id']}")
+    assert cached.read_bytes() == data
+
+
 def test_a_later_mount_reuses_the_disk_cache(mount, seed, emulator, tmp_path):
     data = payload(2 * MiB)
     made = seed("keep.bin", "user_data", data)
