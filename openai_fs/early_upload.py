@@ -37,6 +37,10 @@ CHUNK_BYTES = 1024 * 1024
 #: a writer that adds nothing for this long has the request abandoned (a server would time an
 #: idle request out anyway); the file is then uploaded at close()
 IDLE_SECONDS = 10.0
+#: every so many bytes sent, the spool's pages up to this far back are let go from the page
+#: cache (see :func:`_let_go`)
+LET_GO_EVERY = 8 * CHUNK_BYTES
+LET_GO_SPAN = 32 * CHUNK_BYTES
 
 
 class Abandoned(Exception):
@@ -143,6 +147,8 @@ class EarlyUpload:
                 if len(data) < count:
                     raise Abandoned("the spool file shrank")
                 self.sent += count
+                if self.sent % LET_GO_EVERY == 0:
+                    _let_go(fd, max(0, self.sent - LET_GO_SPAN), self.sent)
                 if self.progress is not None:
                     self.progress(count)
                 yield data
@@ -155,3 +161,32 @@ class EarlyUpload:
                     self.abandon(f"nothing was written for {IDLE_SECONDS:g} s")
                     await trio.lowlevel.checkpoint()    # the cancellation lands here
                 self._more = trio.Event()
+
+
+def _let_go(fd: int, start: int, end: int) -> None:
+    """Advise the kernel that bytes ``[start, end)`` of the spool, already sent, will not be
+    read soon (in a worker thread, not waited for).
+
+    Written pages fill the page cache, and on a machine whose free memory is handed back to a
+    hypervisor every fresh page costs a fault on first touch: writing 400 MiB took 0.3 to
+    1.6 s of the mount's system time. ``POSIX_FADV_DONTNEED`` starts writing dirty pages back
+    and drops those already clean; the spans of successive calls overlap, so each page is
+    dropped by a later call once it is on disk, and its memory is reused for the bytes still
+    to be written. Nothing is lost: the bytes stay in the spool file (which becomes the disk
+    cache's copy after the upload, so it was to be written anyway), and a retry reads them
+    from there. Advice only, so a failure is ignored.
+    """
+    try:
+        copy = os.dup(fd)       # the request may close ``fd`` before the thread runs
+    except OSError:
+        return
+
+    def advise() -> None:
+        try:
+            os.posix_fadvise(copy, start, end - start, os.POSIX_FADV_DONTNEED)
+        except OSError:
+            pass
+        finally:
+            os.close(copy)
+
+    trio.lowlevel.start_thread_soon(advise, lambda result: None)

@@ -137,3 +137,20 @@ def test_upload_on_close_sends_nothing_before_close(mount, emulator):
         assert posts(emulator) == []
     made = only_file(emulator, "user_data", "late.bin")
     assert server_content(emulator, made["id"]) == data
+
+
+def test_the_spool_sent_early_leaves_the_page_cache_behind_the_request(mount, emulator,
+                                                                      tmp_path):
+    data = payload(64 * MiB, seed=29)
+    cache = tmp_path / "let-go-cache"
+    mounted = mount(cache_dir=cache)
+    with open(mounted / "user_data" / "streamed.bin", "wb") as handle:
+        write_in_pieces(handle, data)
+    made = only_file(emulator, "user_data", "streamed.bin")
+    assert server_content(emulator, made["id"]) == data
+    (copy,) = (cache / "content").glob(f"*/{made['id']}")      # the spool, kept as the cache
+    assert copy.stat().st_size == len(data)     # (reading it would bring it back to memory)
+    resident = int(run("fincore", "--bytes", "--noheadings", "--output", "RES",
+                       str(copy)).stdout.split()[0])
+    # without letting go, every written byte would still be in the page cache
+    assert resident < len(data) // 2, f"{resident} of {len(data)} bytes still cached"
