@@ -31,7 +31,14 @@ from pathlib import Path
 import trio
 
 from openai_fs import names, purposes
-from openai_fs.api import APIError, ExpiresAfter, FileObject, FilesClient, NotFoundError
+from openai_fs.api import (
+    APIError,
+    APIStatusError,
+    ExpiresAfter,
+    FileObject,
+    FilesClient,
+    NotFoundError,
+)
 from openai_fs.api.retry import may_have_taken_effect
 from openai_fs.cache import ContentCache
 from openai_fs.early_upload import START_BYTES, Abandoned, EarlyUpload
@@ -50,6 +57,8 @@ FAILURES_KEPT = 20
 TEMPORARY_NAME = re.compile(r"^\.goutputstream-[A-Za-z0-9]{6}$|^\..+\.[A-Za-z0-9]{6}$")
 #: a temporary file nobody renamed is uploaded under its own name this long after its last close
 HOLD_SECONDS = 5.0
+#: the answer of a server that wants every request body's length up front
+LENGTH_REQUIRED = 411
 
 
 @dataclass
@@ -195,6 +204,8 @@ class UploadEngine:
         self.transfers: set[Transfer] = set()
         #: uploads that began while their file is still written
         self._early: set[EarlyUpload] = set()
+        #: the server refused a body of unknown length (411): no more early uploads
+        self._early_refused = False
         self.failures: deque[dict[str, object]] = deque(maxlen=FAILURES_KEPT)
         self.completed = 0
         self._idle = trio.Event()
@@ -367,7 +378,8 @@ class UploadEngine:
                 else:
                     early.abandon(problem)
             return
-        if not self.settings.early or self._nursery is None or local.size < START_BYTES \
+        if not self.settings.early or self._early_refused or self._nursery is None \
+                or local.size < START_BYTES \
                 or not local.sequential or self.defers(entry) or self._early_problem(entry, local) is not None:
             return
         self._early = {e for e in self._early if not e.over}
@@ -422,6 +434,12 @@ class UploadEngine:
         except Exception as exc:  # noqa: BLE001 - whatever it was, the spool is sent again
             log.info("%s: the upload sent while it was written failed (%s); sending it again",
                      where, exc)
+            if isinstance(exc, APIStatusError) and exc.status == LENGTH_REQUIRED \
+                    and not self._early_refused:
+                self._early_refused = True
+                log.warning("the server does not take an upload whose length is not known "
+                            "in advance (%s): from now on files are uploaded once closed, as "
+                            "with --upload-on-close", exc)
             maybe = not isinstance(exc, APIError) or may_have_taken_effect(exc)
             return None, early.began if maybe else None
         finally:

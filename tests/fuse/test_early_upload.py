@@ -115,7 +115,7 @@ def test_a_streamed_upload_that_failed_is_sent_again_and_never_twice(mount, emul
     assert mounted.log().count("did reach the server") == 1
 
 
-def test_a_streamed_upload_refused_by_the_server_falls_back_and_reports(mount, emulator):
+def test_a_dropped_streamed_upload_is_sent_again_from_the_spool(mount, emulator):
     emulator.control.add_fault("drop", method="POST", path="/v1/files$", count=1)
     data = payload(START + MiB, seed=26)
     mounted = mount()
@@ -125,6 +125,27 @@ def test_a_streamed_upload_refused_by_the_server_falls_back_and_reports(mount, e
     made = only_file(emulator, "user_data", "again.bin")
     assert server_content(emulator, made["id"]) == data
     assert len(server_files(emulator)) == 1
+
+
+def test_a_server_that_wants_the_length_up_front_turns_early_uploads_off(mount, emulator):
+    # a front end that refuses chunked bodies answers 411 Length Required
+    emulator.control.add_fault("status", status=411, method="POST", path="/v1/files$",
+                               count=1, message="Length Required")
+    mounted = mount()
+    mounted.expect_log(r"the upload sent while it was written failed")
+    mounted.expect_log(r"does not take an upload whose length is not known in advance")
+    first, second = payload(START + MiB, seed=30), payload(START + MiB, seed=31)
+    with open(mounted / "user_data" / "first.bin", "wb") as handle:
+        write_in_pieces(handle, first)
+    assert server_content(emulator, only_file(emulator, "user_data", "first.bin")["id"]) == first
+    emulator.control.clear_requests()
+    with open(mounted / "user_data" / "second.bin", "wb") as handle:
+        write_in_pieces(handle, second)
+        time.sleep(0.5)
+        assert posts(emulator) == []        # no early start any more
+    assert server_content(emulator, only_file(emulator, "user_data", "second.bin")["id"]) == second
+    statuses = [r["status"] for r in posts(emulator) if r["path"] == "/v1/files"]
+    assert statuses == [200]
 
 
 def test_upload_on_close_sends_nothing_before_close(mount, emulator):
