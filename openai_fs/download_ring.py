@@ -35,9 +35,14 @@ BLOCK_BYTES = 1024 * 1024
 SLOTS = 16
 RING_BYTES = SLOTS * BLOCK_BYTES
 #: while a reader follows the download, the download waits for it rather than push bytes it
-#: has not read yet out of the ring (they would then have to come back from disk); a reader
-#: that has not read for this long no longer holds the download back
-READER_PATIENCE = 1.0
+#: has not read yet out of the ring (they would then have to come back from disk): a reader
+#: that has not read for this long no longer holds the download back at all ...
+READER_IDLE = 0.25
+#: ... and one that is slower than a block in this long holds it back no longer than that per
+#: block. Only a reader nearly as fast as the network is worth following; a slow one reads
+#: from disk later, and the connection is not kept open at the reader's pace (a server may
+#: time out a response its client does not read).
+BLOCK_WAIT = 0.1
 #: ``O_DIRECT`` wants offsets, lengths and memory aligned to the device's logical block size;
 #: a page is a multiple of every common one
 ALIGNMENT = mmap.PAGESIZE
@@ -128,7 +133,7 @@ class RingDownload:
         self._writer_done = trio.Event()
         #: where the furthest read from the ring ended, and when it was
         self._read_end = 0
-        self._read_at = -READER_PATIENCE
+        self._read_at = -READER_IDLE
         self._reader_moved = trio.Event()
 
     # ------------------------------------------------------------ receiving
@@ -164,13 +169,14 @@ class RingDownload:
                 self._changed()
 
     async def _wait_for_reader(self, end: int) -> None:
-        """Wait until the reader has read up to ``end``, unless it has stopped reading."""
-        while self._read_end < end:
-            idle = trio.current_time() - self._read_at
-            if idle >= READER_PATIENCE:
-                return
-            with trio.move_on_after(READER_PATIENCE - idle):
-                await self._reader_moved.wait()
+        """Wait until the reader has read up to ``end``, unless it is idle or slow."""
+        with trio.move_on_after(BLOCK_WAIT):
+            while self._read_end < end:
+                idle = trio.current_time() - self._read_at
+                if idle >= READER_IDLE:
+                    return
+                with trio.move_on_after(READER_IDLE - idle):
+                    await self._reader_moved.wait()
 
     def finish(self) -> None:
         """The body has ended (or failed): the writer stops once what can be written is."""

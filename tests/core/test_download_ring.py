@@ -68,9 +68,26 @@ async def test_the_download_stays_within_a_ring_of_a_slow_reader(fake, make_core
     assert core.disk.path(file.id).read_bytes() == data
 
 
+async def test_a_slow_reader_holds_the_download_back_only_a_little(fake, make_core,
+                                                                   monkeypatch):
+    monkeypatch.setattr(download_ring, "BLOCK_WAIT", 0.02)
+    core = await make_core(memory_bytes=MEMORY)
+    file, data = add_file(fake, 2 * RING_BYTES + 3 * MiB)
+    offset = 0
+    with trio.fail_after(10):
+        while not core.cache.disk.has(file):        # a reader at 128 KiB per 50 ms
+            assert await core.cache.read(file, offset, 128 * 1024) == \
+                data[offset:offset + 128 * 1024]
+            offset += 128 * 1024
+            await trio.sleep(0.05)
+    # it read only a little of the file by the time the download had ended
+    assert offset < RING_BYTES
+    assert await read_all(core.cache, file) == data
+
+
 async def test_a_reader_that_stops_does_not_hold_the_download_back(fake, make_core,
                                                                     monkeypatch):
-    monkeypatch.setattr(download_ring, "READER_PATIENCE", 0.05)
+    monkeypatch.setattr(download_ring, "READER_IDLE", 0.05)
     core = await make_core(memory_bytes=MEMORY)
     file, data = add_file(fake, 2 * RING_BYTES + 3 * MiB)
     assert await core.cache.read(file, 0, MiB) == data[:MiB]
@@ -82,7 +99,7 @@ async def test_a_reader_that_stops_does_not_hold_the_download_back(fake, make_co
 
 
 async def test_a_reader_left_behind_by_the_ring_reads_from_disk(fake, make_core, monkeypatch):
-    monkeypatch.setattr(download_ring, "READER_PATIENCE", 0.0)
+    monkeypatch.setattr(download_ring, "READER_IDLE", 0.0)
     core = await make_core(memory_bytes=MEMORY)
     file, data = add_file(fake, 2 * RING_BYTES + 3 * MiB)
     assert await core.cache.read(file, 0, MiB) == data[:MiB]
