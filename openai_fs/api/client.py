@@ -289,12 +289,16 @@ class FilesClient:
         answers 200 with the whole body, and then the chunks start at offset 0: callers keep or
         drop what lies before ``offset`` (a cache may keep it). The stream ends once the
         requested end is passed. A connection dropped mid-body is resumed from the first missing
-        byte (with ``Range`` when the server supports it), within the retry budget.
+        byte (with ``Range`` when the server supports it), within the retry budget; a break
+        that comes after new bytes starts that budget afresh.
         """
         want_end = None if length is None else offset + length
         path = f"files/{file_id}/content"
         delivered: int | None = None   # end of what has been yielded; None before any answer
         failures = 0
+        #: where the stream stood at the last failure: a break after progress starts the
+        #: retry budget afresh, so a long download is not failed by breaks hours apart
+        stood_at: int | None = None
         while True:
             ask_from = offset if delivered is None else delivered
             try:
@@ -320,6 +324,9 @@ class FilesClient:
                                                  method="GET", path="/" + path)
                     return
             except APIConnectionError as exc:
+                if delivered is not None and stood_at is not None and delivered > stood_at:
+                    failures = 0
+                stood_at = delivered
                 failures += 1
                 if failures > self.retry.max_retries:
                     raise

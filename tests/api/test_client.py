@@ -216,6 +216,21 @@ async def test_error_mapping(client, emulator):
         await client.read_content(made.id)
 
 
+async def test_a_download_that_breaks_again_and_again_but_moves_on_completes(client, emulator):
+    data = random.Random(5).randbytes(200_000)
+    made = await client.create_file("long.bin", "assistants", data)
+    # every answer breaks after 20,000 bytes: ten breaks, more than the 3 retries of QUICK,
+    # but each resumed request brings new bytes
+    breaks = QUICK.max_retries + 6
+    emulator.control.add_fault("truncate", path="/content$", after_bytes=20_000, count=breaks)
+    assert await client.read_content(made.id) == data
+    assert len(requests_to(emulator.control, "GET", "/content$")) == breaks + 1
+    # breaks that bring nothing new still use the budget up
+    emulator.control.add_fault("truncate", path="/content$", after_bytes=0)
+    with pytest.raises(APIConnectionError):
+        await client.read_content(made.id)
+
+
 async def test_connection_refused_is_a_connection_error():
     async with FilesClient(api_key=Secret(KEY), base_url="http://127.0.0.1:9/v1",
                            retry=QUICK) as client:
