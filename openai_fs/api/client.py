@@ -46,6 +46,10 @@ DEFAULT_BASE_URL = "https://api.openai.com/v1"
 CLOCK_SKEW_SECONDS = 300
 #: bytes of an error body we read at most
 MAX_ERROR_BODY = 64 * 1024
+#: a download that broke after bringing at least this many new bytes since its last break has
+#: its retry count started afresh (fewer would let a server that breaks every few bytes keep
+#: it going for ever)
+RESUME_PROGRESS = 1024 * 1024
 
 tuning.apply()
 
@@ -290,13 +294,13 @@ class FilesClient:
         drop what lies before ``offset`` (a cache may keep it). The stream ends once the
         requested end is passed. A connection dropped mid-body is resumed from the first missing
         byte (with ``Range`` when the server supports it), within the retry budget; a break
-        that comes after new bytes starts that budget afresh.
+        that comes after :data:`RESUME_PROGRESS` new bytes starts that budget afresh.
         """
         want_end = None if length is None else offset + length
         path = f"files/{file_id}/content"
         delivered: int | None = None   # end of what has been yielded; None before any answer
         failures = 0
-        #: where the stream stood at the last failure: a break after progress starts the
+        #: where the stream stood at the last failure: a break after real progress starts the
         #: retry budget afresh, so a long download is not failed by breaks hours apart
         stood_at: int | None = None
         while True:
@@ -324,7 +328,8 @@ class FilesClient:
                                                  method="GET", path="/" + path)
                     return
             except APIConnectionError as exc:
-                if delivered is not None and stood_at is not None and delivered > stood_at:
+                if delivered is not None and stood_at is not None \
+                        and delivered - stood_at >= RESUME_PROGRESS:
                     failures = 0
                 stood_at = delivered
                 failures += 1

@@ -22,6 +22,7 @@ from openai_fs.api import (
     RetryPolicy,
     ServerError,
 )
+from openai_fs.api.client import RESUME_PROGRESS
 from openai_fs.emulator.control import EmulatorProcess
 from openai_fs.secrets import Secret
 
@@ -217,12 +218,13 @@ async def test_error_mapping(client, emulator):
 
 
 async def test_a_download_that_breaks_again_and_again_but_moves_on_completes(client, emulator):
-    data = random.Random(5).randbytes(200_000)
-    made = await client.create_file("long.bin", "assistants", data)
-    # every answer breaks after 20,000 bytes: ten breaks, more than the 3 retries of QUICK,
-    # but each resumed request brings new bytes
     breaks = QUICK.max_retries + 6
-    emulator.control.add_fault("truncate", path="/content$", after_bytes=20_000, count=breaks)
+    data = random.Random(5).randbytes((breaks + 1) * RESUME_PROGRESS)
+    made = await client.create_file("long.bin", "assistants", data)
+    # nine answers in a row break, more than the 3 retries of QUICK, but each resumed
+    # request brings a MiB more (a break after fewer new bytes counts: see test_error_mapping)
+    emulator.control.add_fault("truncate", path="/content$", after_bytes=RESUME_PROGRESS,
+                               count=breaks)
     assert await client.read_content(made.id) == data
     assert len(requests_to(emulator.control, "GET", "/content$")) == breaks + 1
     # breaks that bring nothing new still use the budget up
