@@ -10,7 +10,7 @@ import argparse
 import importlib
 import sys
 
-from openai_fs import __version__
+from openai_fs import __version__, secrets
 
 #: subcommand -> (module, one-line help)
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
@@ -50,7 +50,11 @@ def mount_helper_form(argv: list[str]) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    restarted = secrets.take_handed_over_key()
+    program = argv is None      # run as a program, not called by a test
     argv = mount_helper_form(list(sys.argv[1:] if argv is None else argv))
+    if program and not restarted and argv[:1] == ["mount"]:
+        secrets.restart_without_key()       # returns only if it did not restart
     args = build_parser().parse_args(argv)
     try:
         return args.run(args)

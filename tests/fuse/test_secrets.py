@@ -26,8 +26,8 @@ def test_the_key_is_in_no_argv_log_status_or_cache_file(mount, seed, emulator, t
                                                          key):
     """One mount with --debug does what a user does: lists, reads, uploads, and meets server
     errors whose message echoes the key (as the real API echoes part of a wrong one). The key
-    must then be nowhere: argv, the log, the mount's own output, `openai-fs status`, the status
-    JSON, or any byte of any file under the cache folder."""
+    must then be nowhere: argv, the mount's environment, the log, the mount's own output,
+    `openai-fs status`, the status JSON, or any byte of any file under the cache folder."""
     small = seed("notes.txt", "assistants", b"hello")
     seed("big.bin", "vision", os.urandom(3 * MiB))
     denied = seed("denied.txt", "assistants", b"no")
@@ -59,6 +59,11 @@ def test_the_key_is_in_no_argv_log_status_or_cache_file(mount, seed, emulator, t
 
     with open(f"/proc/{mounted.process.pid}/cmdline", "rb") as cmdline:
         argv = cmdline.read()
+    # the key came in OPENAI_API_KEY: the mount runs without it in the environment that
+    # /proc shows to every process of the user for the mount's whole life
+    with open(f"/proc/{mounted.process.pid}/environ", "rb") as first_environment:
+        environ = first_environment.read()
+    assert b"OPENAI_BASE_URL=" in environ
     status_text = openai_fs("status", str(mounted.path)).stdout
     status_json = openai_fs("status", "--json", str(mounted.path)).stdout
     assert "Recently failed" in status_text and "is not allowed here" in status_json
@@ -68,7 +73,7 @@ def test_the_key_is_in_no_argv_log_status_or_cache_file(mount, seed, emulator, t
     assert "is not allowed here" in log and " DEBUG " in log
     secret = key.encode()
     core = key.split("-", 1)[1].encode()           # the key without its prefix
-    for where, text in (("argv", argv), ("log", log.encode()),
+    for where, text in (("argv", argv), ("environ", environ), ("log", log.encode()),
                         ("output", mounted.output().encode()),
                         ("status", status_text.encode()), ("status --json",
                                                            status_json.encode())):
