@@ -202,7 +202,9 @@ class EmulatorProcess:
             self._write_key()
             args += ["--api-key-file", str(self._key_file)]
         args += self.extra_args
-        env = {**os.environ, **self.env, "PYTHONUNBUFFERED": "1"}
+        # the emulator has its own key (or none): a user's real one stays out of its environment
+        inherited = {name: text for name, text in os.environ.items() if name != "OPENAI_API_KEY"}
+        env = {**inherited, **self.env, "PYTHONUNBUFFERED": "1"}
         self._ready.clear()
         self._proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                       stderr=subprocess.STDOUT, env=env, text=True, errors="replace")
