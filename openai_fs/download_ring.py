@@ -48,11 +48,15 @@ BLOCK_WAIT = 0.1
 ALIGNMENT = mmap.PAGESIZE
 
 
-def direct_io(fd: int, *, probe: bool = True) -> bool:
+def direct_io(fd: int, *, probe: bool = True, on: bool = True) -> bool:
     """Switch the empty file ``fd`` to ``O_DIRECT``; False (and ``fd`` unchanged) where its
     filesystem cannot. Some filesystems accept the flag and refuse the first aligned write
-    instead, so unless ``probe`` is off (the filesystem was found to take them), one is tried."""
+    instead, so unless ``probe`` is off (the filesystem was found to take them), one is tried.
+    ``on=False`` switches it back."""
     flags = fcntl.fcntl(fd, fcntl.F_GETFL)
+    if not on:
+        fcntl.fcntl(fd, fcntl.F_SETFL, flags & ~os.O_DIRECT)
+        return False
     try:
         fcntl.fcntl(fd, fcntl.F_SETFL, flags | os.O_DIRECT)
     except OSError as exc:

@@ -159,6 +159,28 @@ async def test_without_o_direct_a_large_download_goes_through_the_page_cache(
     assert core.disk.path(file.id).read_bytes() == data
 
 
+async def test_a_ring_download_that_cannot_open_its_reader_goes_the_plain_way(
+        fake, make_core, monkeypatch):
+    real_open = os.open
+
+    def no_descriptor_for_partial_readers(path, flags, *args):
+        if ".partial" in str(path) and flags & os.O_ACCMODE == os.O_RDONLY:
+            raise OSError(errno.EMFILE, "Too many open files")
+        return real_open(path, flags, *args)
+
+    core = await make_core(memory_bytes=MEMORY)
+    file, data = add_file(fake, BIG)
+    monkeypatch.setattr(os, "open", no_descriptor_for_partial_readers)
+    assert await read_all(core.cache, file) == data
+    assert core.cache.stats.ring_downloads == 0
+    assert await core.cache.fetch_whole(file)
+    monkeypatch.setattr(os, "open", real_open)
+    assert core.disk.path(file.id).read_bytes() == data
+    other, other_data = add_file(fake, BIG, seed=9, name="other.bin")
+    assert await read_all(core.cache, other) == other_data
+    assert core.cache.stats.ring_downloads == 1         # rings were not turned off for good
+
+
 async def test_rings_come_out_of_the_memory_budget(fake, make_core):
     small = await make_core(memory_bytes=16 * MiB)      # too little to spare a ring
     file, data = add_file(fake, BIG)
