@@ -25,7 +25,6 @@ import hashlib
 import logging
 import os
 import secrets
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING

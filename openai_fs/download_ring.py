@@ -24,7 +24,6 @@ import errno
 import fcntl
 import mmap
 import os
-
 from collections.abc import Awaitable, Callable
 
 import trio
