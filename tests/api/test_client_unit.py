@@ -13,7 +13,6 @@ import pytest
 import trio
 
 from openai_fs.api import (
-    APIConnectionError,
     AuthenticationError,
     FileRegion,
     FilesClient,
