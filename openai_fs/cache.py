@@ -25,6 +25,7 @@ import hashlib
 import logging
 import os
 import secrets
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -204,7 +205,16 @@ class Download:
     read_fd: int = -1
     error: BaseException | None = None
     done: trio.Event = field(default_factory=trio.Event)
+    started: float = field(default_factory=time.time)
     _progress: trio.Event = field(default_factory=trio.Event)
+
+    def as_dict(self) -> dict[str, object]:
+        """For ``openai-fs status``."""
+        elapsed = max(time.time() - self.started, 1e-6)
+        return {"path": f"{self.file.purpose}/{self.file.filename} ({self.file.id})",
+                "bytes_received": self.available, "bytes_total": self.file.bytes,
+                "seconds": round(elapsed, 1),
+                "bytes_per_second": int(self.available / elapsed)}
 
     def advance(self, available: int) -> None:
         self.available = available
@@ -568,7 +578,8 @@ class ContentCache:
     def statistics(self) -> dict[str, object]:
         return {**self.stats.as_dict(), "memory_bytes": self.memory.currsize,
                 "memory_limit": self.memory.maxsize, "disk_bytes": self.disk.used,
-                "disk_limit": self.disk.capacity, "downloads_running": len(self._downloads)}
+                "disk_limit": self.disk.capacity, "downloads_running": len(self._downloads),
+                "downloading": [download.as_dict() for download in self._downloads.values()]}
 
     def close(self) -> None:
         for fd in self._open_fds.values():

@@ -103,6 +103,15 @@ def render(status: dict[str, Any]) -> str:
             kept = f" (bytes kept in {failure['kept_in']})" if failure.get("kept_in") else ""
             lines.append(f"  {when} {failure.get('path')}: {failure.get('reason')}{kept}")
     cache = status.get("cache", {})
+    downloading = cache.get("downloading", [])
+    if downloading:
+        lines.append(f"Downloads running: {len(downloading)}")
+        for download in downloading:
+            total = int(download.get("bytes_total", 0)) or 1
+            received = int(download.get("bytes_received", 0))
+            lines.append(f"  {download.get('path')}: {_size(received)} of {_size(total)} "
+                         f"({100 * received // total}%) at "
+                         f"{_size(download.get('bytes_per_second', 0))}/s")
     lines.append(f"Cache: memory {_size(cache.get('memory_bytes', 0))} of "
                  f"{_size(cache.get('memory_limit', 0))}, disk {_size(cache.get('disk_bytes', 0))}"
                  f" of {_size(cache.get('disk_limit', 0))}; {cache.get('downloads', 0)} "

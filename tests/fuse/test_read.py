@@ -6,6 +6,8 @@ import errno
 import hashlib
 import os
 import random
+import subprocess
+import sys
 import threading
 
 import pytest
@@ -55,6 +57,24 @@ def test_a_large_file_is_read_through_a_ring_and_cached_whole(mount, seed, emula
     assert mounted.unmount() == 0
     (cached,) = (cache / "content").glob(f"*/{made['id']}")
     assert cached.read_bytes() == data
+
+
+def test_status_shows_a_download_while_it_runs(mount, seed, emulator):
+    data = payload(6 * MiB, seed=11)
+    made = seed("slow.bin", "vision", data)
+    emulator.control.set_config(bandwidth=2 * MiB)         # about 3 s
+    mounted = mount()
+    reader = subprocess.Popen(["cat", str(mounted / "vision" / "slow.bin")],
+                              stdout=subprocess.PIPE)
+
+    def status() -> str:
+        return run(sys.executable, "-m", "openai_fs", "status", str(mounted.path)).stdout
+
+    shown = wait_for(lambda: next((text for text in [status()]
+                                   if "Downloads running: 1" in text), None))
+    assert f"vision/slow.bin ({made['id']}):" in shown and "of 6.0 MiB" in shown
+    assert reader.communicate(timeout=60)[0] == data
+    wait_for(lambda: "Downloads running" not in status())
 
 
 def test_a_later_mount_reuses_the_disk_cache(mount, seed, emulator, tmp_path):
