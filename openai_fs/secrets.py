@@ -92,7 +92,7 @@ def restart_without_key() -> None:
     environment or the program cannot be run again.
     """
     value = os.environ.get("OPENAI_API_KEY", "")
-    if not value.strip() or not sys.orig_argv:
+    if not value.strip() or not sys.orig_argv or not sys.executable:
         return
     read_end, write_end = os.pipe()
     try:
