@@ -358,15 +358,14 @@ class ContentCache:
         except OSError as exc:
             log.debug("no direct writes to %s: %s", download.partial, exc)
             self._direct_io = False
-        if self._direct_io:
-            try:
-                download.read_fd = os.open(download.partial, os.O_RDONLY | os.O_CLOEXEC)
-            except OSError as exc:      # out of descriptors: this one goes the plain way
-                log.debug("no reader for %s: %s", download.partial, exc)
-                direct_io(download.fd, on=False)
-                self._rings.give_back(memory)
-                return
         if not self._direct_io:
+            self._rings.give_back(memory)
+            return
+        try:
+            download.read_fd = os.open(download.partial, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError as exc:      # out of descriptors: this one goes the plain way
+            log.debug("no reader for %s: %s", download.partial, exc)
+            direct_io(download.fd, on=False)
             self._rings.give_back(memory)
             return
         ring = RingDownload(memory, download.fd, download.file.bytes,
