@@ -107,11 +107,10 @@ def render(status: dict[str, Any]) -> str:
     if downloading:
         lines.append(f"Downloads running: {len(downloading)}")
         for download in downloading:
-            total = int(download.get("bytes_total", 0)) or 1
-            received = int(download.get("bytes_received", 0))
-            lines.append(f"  {download.get('path')}: {_size(received)} of {_size(total)} "
-                         f"({100 * received // total}%) at "
-                         f"{_size(download.get('bytes_per_second', 0))}/s")
+            lines.append(f"  {download.get('path')}: "
+                         + _progress(download.get("bytes_received", 0),
+                                     download.get("bytes_total", 0),
+                                     download.get("bytes_per_second", 0)))
     lines.append(f"Cache: memory {_size(cache.get('memory_bytes', 0))} of "
                  f"{_size(cache.get('memory_limit', 0))}, disk {_size(cache.get('disk_bytes', 0))}"
                  f" of {_size(cache.get('disk_limit', 0))}; {cache.get('downloads', 0)} "
@@ -134,11 +133,17 @@ def render(status: dict[str, Any]) -> str:
 
 
 def describe_transfer(transfer: dict[str, Any]) -> str:
-    total = int(transfer.get("bytes_total", 0)) or 1
-    sent = int(transfer.get("bytes_sent", 0))
-    return (f"{transfer.get('path')}: {_size(sent)} of {_size(total)} "
-            f"({100 * sent // total}%) at {_size(transfer.get('bytes_per_second', 0))}/s "
-            f"[{transfer.get('method')}]")
+    return (f"{transfer.get('path')}: "
+            + _progress(transfer.get("bytes_sent", 0), transfer.get("bytes_total", 0),
+                        transfer.get("bytes_per_second", 0))
+            + f" [{transfer.get('method')}]")
+
+
+def _progress(done: Any, total: Any, rate: Any) -> str:
+    """``12.0 MiB of 400.0 MiB (3%) at 110.0 MiB/s``"""
+    whole = int(total) or 1
+    return (f"{_size(int(done))} of {_size(whole)} ({100 * int(done) // whole}%) at "
+            f"{_size(rate)}/s")
 
 
 def _size(count: float) -> str:
