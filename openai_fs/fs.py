@@ -109,6 +109,13 @@ class Operations(pyfuse3.Operations):
         self._kernel_cached: dict[int, str] = {}
         #: the kernel's id of this mount, to recognise its descriptors in /proc (see flush)
         self.mount_id: int | None = None
+        #: set once the kernel's INIT is answered, the handshake that fixes some of its settings
+        self.initialized = trio.Event()
+
+    def init(self) -> None:
+        """pyfuse3 calls this while it answers the kernel's INIT; the answer is sent as soon as
+        it returns, so a task woken by ``initialized`` runs after it."""
+        self.initialized.set()
 
     # ------------------------------------------------------------ attributes
 

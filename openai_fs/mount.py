@@ -23,7 +23,7 @@ from pathlib import Path
 import pyfuse3
 import trio
 
-from openai_fs import __version__, allocator, logs, openers
+from openai_fs import __version__, allocator, logs, mountinfo, readahead
 from openai_fs.api import APIError, AuthenticationError, FilesClient, PermissionDeniedError
 from openai_fs.api.retry import RetryPolicy
 from openai_fs.cache import ContentCache, DiskCache
@@ -211,6 +211,8 @@ async def _serve(options: MountOptions, client: FilesClient, readiness: Readines
                         "mountpoint": mountpoint,
                         "server": client.base_url, "read_only": options.read_only,
                         "started": started, "uploads": uploads.statistics(),
+                        "read_ahead": None if mounted is None
+                        else readahead.window(mounted.device),
                         "cache": cache.statistics(), "requests": client.stats.as_dict(),
                         "open_files": operations.open_handles(),
                         "problems": list(problems.records)}
@@ -229,7 +231,11 @@ async def _serve(options: MountOptions, client: FilesClient, readiness: Readines
             except RuntimeError as exc:
                 uploads.close()
                 raise MountFailed(f"cannot mount on {options.mountpoint}: {exc}") from None
-            operations.mount_id = openers.mount_id(mountpoint)
+            mounted = mountinfo.find(mountpoint)
+            if mounted is not None:
+                operations.mount_id = mounted.mount_id
+                nursery.start_soon(_widen_read_ahead, operations, mounted.device,
+                                   options.read_ahead)
             clean = False
             try:
                 nursery.start_soon(_stop_on_signal, uploads, options.mountpoint)
@@ -247,6 +253,14 @@ async def _serve(options: MountOptions, client: FilesClient, readiness: Readines
                 uploads.close()
                 log.info("unmounted %s", options.mountpoint)
     return 0
+
+
+async def _widen_read_ahead(operations: Operations, device: str, window: int) -> None:
+    """The kernel takes the window from the INIT answer (which can only lower it), so it is
+    set as soon as that answer is out: before the kernel's next request is served, so before
+    any file is opened (an open file keeps the window it was opened with)."""
+    await operations.initialized.wait()
+    readahead.apply(device, window)
 
 
 async def _check_credentials(client: FilesClient) -> None:

@@ -13,25 +13,6 @@ import os
 from pathlib import Path
 
 
-def mount_id(resolved_mountpoint: str) -> int | None:
-    """The id the kernel gives the mount on ``resolved_mountpoint`` (as in /proc/*/fdinfo).
-
-    The path must be resolved *before* mounting: resolving it afterwards would stat the
-    mount point, a request to the very process that is asking, which deadlocks."""
-    target = resolved_mountpoint
-    try:
-        with open("/proc/self/mountinfo", encoding="utf-8") as table:
-            for line in table:
-                fields = line.split()
-                point = fields[4].replace("\\040", " ").replace("\\011", "\t") \
-                    .replace("\\012", "\n").replace("\\134", "\\")
-                if point == target:
-                    found = int(fields[0])      # the last one is the mount on top
-            return found
-    except (OSError, ValueError, IndexError, UnboundLocalError):
-        return None
-
-
 def process_of(thread: int) -> int:
     """The process (thread group) a thread id belongs to; FUSE reports the calling thread."""
     try:

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from openai_fs import purposes
+from openai_fs import purposes, readahead
 
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(i?b?)\s*$", re.IGNORECASE)
 _UNITS = {"": 1, "k": 1024, "m": 1024 ** 2, "g": 1024 ** 3, "t": 1024 ** 4}
@@ -82,6 +82,9 @@ OPTIONS: tuple[Option, ...] = (
                         "(default ~/.cache/openai-fs)", Path, "DIR"),
     Option("disk_cache_size", "disk space for cached content (default 4G; 0 turns the disk "
                               "cache off)", parse_size, "SIZE"),
+    Option("read_ahead", "how far ahead of a sequential reader the kernel asks for bytes "
+                         "(default 1M; setting it needs root, 0 keeps the kernel's 128K)",
+           parse_size, "SIZE"),
     Option("dir_ttl", "seconds a directory listing is trusted before it is fetched again "
                       "(default 30)", _seconds, "SECONDS"),
     Option("multipart_threshold", "files larger than this are sent with the Uploads API in "
@@ -119,6 +122,7 @@ class MountOptions:
     cache_size: int = 256 * purposes.MiB
     cache_dir: Path = field(default_factory=lambda: _xdg("XDG_CACHE_HOME", ".cache"))
     disk_cache_size: int = 4 * purposes.GiB
+    read_ahead: int = readahead.DEFAULT_WINDOW
     dir_ttl: float = 30.0
     multipart_threshold: int = 64 * purposes.MiB
     part_size: int = 16 * purposes.MiB
@@ -139,6 +143,9 @@ class MountOptions:
                 purposes.MIN_EXPIRES_AFTER <= self.expires_after <= purposes.MAX_EXPIRES_AFTER):
             raise OptionError("--expires-after must be between 3600 (1 hour) and 2592000 "
                               "(30 days) seconds")
+        if not 0 <= self.read_ahead <= readahead.MAX_WINDOW:
+            raise OptionError(f"--read-ahead must be between 0 and "
+                              f"{readahead.MAX_WINDOW // purposes.MiB}M")
         if self.retries < 0:
             raise OptionError("--retries cannot be negative")
         return self

@@ -116,6 +116,8 @@ def render(status: dict[str, Any]) -> str:
                  f" of {_size(cache.get('disk_limit', 0))}; {cache.get('downloads', 0)} "
                  f"downloads, {cache.get('disk_hits', 0)} disk hits, "
                  f"{cache.get('block_fetches', 0)} ranged fetches")
+    if status.get("read_ahead") is not None:
+        lines.append(f"Kernel read-ahead: {_size(status['read_ahead'])}")
     requests = status.get("requests", {})
     counts = ", ".join(f"{kind} {count}" for kind, count in
                        sorted(requests.get("requests", {}).items())) or "none"

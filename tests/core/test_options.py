@@ -43,6 +43,7 @@ def test_defaults():
     assert chosen.cache_size == 256 * MiB and chosen.disk_cache_size == 4 * GiB
     assert chosen.dir_ttl == 30.0 and chosen.part_size == 16 * MiB
     assert chosen.expires_after is None
+    assert chosen.read_ahead == MiB
 
 
 def test_o_options_as_mount_passes_them():
@@ -127,3 +128,14 @@ def test_expires_after_must_be_between_an_hour_and_thirty_days(value, ok):
     else:
         with pytest.raises(OptionError, match="expires-after"):
             parse(f"--expires-after={value}")
+
+
+@pytest.mark.parametrize(("value", "ok"), [
+    ("0", True), ("128K", True), ("1M", True), ("64M", True), ("65M", False),
+])
+def test_read_ahead_is_at_most_64m(value, ok):
+    if ok:
+        assert parse("-o", f"read_ahead={value}").read_ahead == parse_size(value)
+    else:
+        with pytest.raises(OptionError, match="read-ahead"):
+            parse("--read-ahead", value)

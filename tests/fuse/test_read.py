@@ -59,6 +59,28 @@ def test_a_large_file_is_read_through_a_ring_and_cached_whole(mount, seed, emula
     assert cached.read_bytes() == data
 
 
+@pytest.mark.parametrize(("args", "window_kib"), [
+    ((), 1024), (("--read-ahead", "2M"), 2048), (("-o", "read_ahead=0"), None),
+], ids=["default", "2M", "kernel's"])
+def test_the_kernel_reads_ahead_by_the_window_asked_for(mount, seed, args, window_kib):
+    data = payload(3 * MiB, seed=5)
+    seed("ahead.bin", "assistants", data)
+    mounted = mount(*args)
+    device = os.stat(mounted.path).st_dev
+    knob = f"/sys/class/bdi/{os.major(device)}:{os.minor(device)}/read_ahead_kb"
+    with open(knob) as current:
+        in_force = int(current.read())
+    if window_kib is None:      # 0 leaves the kernel's own default alone
+        assert in_force not in (1024, 2048)
+    else:
+        assert in_force == window_kib
+    assert mounted.status()["read_ahead"] == in_force * 1024
+    shown = run(sys.executable, "-m", "openai_fs", "status", str(mounted.path)).stdout
+    assert f"Kernel read-ahead: {in_force / 1024:.1f} MiB" in shown \
+        or f"Kernel read-ahead: {in_force:.1f} KiB" in shown
+    assert (mounted / "assistants" / "ahead.bin").read_bytes() == data
+
+
 def test_status_shows_a_download_while_it_runs(mount, seed, emulator):
     data = payload(6 * MiB, seed=11)
     made = seed("slow.bin", "vision", data)
