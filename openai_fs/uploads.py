@@ -379,8 +379,8 @@ class UploadEngine:
                     early.abandon(problem)
             return
         if not self.settings.early or self._early_refused or self._nursery is None \
-                or local.size < START_BYTES \
-                or not local.sequential or self.defers(entry) or self._early_problem(entry, local) is not None:
+                or local.size < START_BYTES or not local.sequential or self.defers(entry) \
+                or self._early_problem(entry, local) is not None:
             return
         self._early = {e for e in self._early if not e.over}
         if len(self._early) >= self.settings.concurrency:
