@@ -57,6 +57,9 @@ RSS_OVERHEAD = 100 * MiB
 UPLOAD_WAYS = {"one POST": ("--multipart-threshold", "512M"),
                "parallel parts": ("--multipart-threshold", "1M", "--part-size", "16M",
                                   "--upload-concurrency", "4")}
+#: the Python clients that benchmarks 1 and 5 also time alone (bench/client_alone.py), by
+#: the name the table gives them
+CLIENTS_ALONE = {"openai-fs": "openai-fs's HTTP client", "sdk": "the openai SDK"}
 #: seconds a mount may take to start answering, or to exit once unmounted
 MOUNT_TIMEOUT = 30
 #: seconds any one command (cat, cp, curl, ls) may take before the benchmark fails
@@ -102,7 +105,7 @@ class Row:
     baseline: str
     measure: str
     target: str
-    verdict: str             # PASS, FAIL or ERROR
+    verdict: str             # PASS, FAIL, ERROR, or INFO (context for the row above: no target)
     raw: dict = field(default_factory=dict)
 
 
@@ -345,6 +348,18 @@ class Suite:
     def requests(self) -> list[dict]:
         return self.control.requests()
 
+    def client_alone(self, client: str, *args: str) -> dict:
+        """bench/client_alone.py: one transfer by a Python client (``openai-fs`` or ``sdk``)
+        with no FUSE, timed inside that process; its JSON answer."""
+        env = {**os.environ, "OPENAI_API_KEY": KEY, "OPENAI_BASE_URL": self.base_url}
+        result = subprocess.run([sys.executable, str(ROOT / "bench" / "client_alone.py"),
+                                 client, *args], env=env, stdin=subprocess.DEVNULL,
+                                capture_output=True, timeout=COMMAND_TIMEOUT)
+        if result.returncode != 0:
+            raise HarnessError(f"client_alone.py {client} {args[0]} exited with "
+                               f"{result.returncode}: {result.stderr.decode(errors='replace')}")
+        return json.loads(result.stdout)
+
     def local_file(self, name: str, size: int, seed: int) -> Path:
         if name not in self._files:
             path = self.tmp / name
@@ -498,40 +513,51 @@ def cpu_seconds(pid: int) -> float:
 # -- the benchmarks ------------------------------------------------------------------------
 
 def bench_cold_read(s: Suite) -> None:
-    """1: cold sequential read of a large file, mount vs curl, at each link speed."""
+    """1: cold sequential read of a large file, mount vs curl, at each link speed; and, for
+    context, the same download by a Python client alone (the mount's, the SDK), no FUSE."""
     local, file_id = s.big_file()
     size = local.stat().st_size
     url = f"{s.base_url}/files/{file_id}/content"
     for speed, _ in s.cases():
         curl_times, mount_times, served = [], [], []
-        for repeat in range(s.profile.repeats):
-            def curl() -> None:
+        alone: dict[str, list[dict]] = {client: [] for client in CLIENTS_ALONE}
+
+        def curl() -> None:
+            s.drop_caches()
+            seconds, out = timed(["curl", "-sSf", "-o", "/dev/null", "-w", "%{size_download}",
+                                  "-H", AUTH, url], capture=True)
+            if int(out) != size:
+                raise HarnessError(f"curl downloaded {out!r} bytes, not {size}")
+            curl_times.append(seconds)
+
+        def mount(repeat: int) -> None:
+            with s.mount(label=f"cold read {speed} #{repeat}") as m:
+                target = m / "assistants" / "big.bin"
+                if target.stat().st_size != size:  # the lookup (one listing) is not timed
+                    raise HarnessError(f"{target} has {target.stat().st_size} bytes")
                 s.drop_caches()
-                seconds, out = timed(["curl", "-sSf", "-o", "/dev/null", "-w", "%{size_download}",
-                                      "-H", AUTH, url], capture=True)
-                if int(out) != size:
-                    raise HarnessError(f"curl downloaded {out!r} bytes, not {size}")
-                curl_times.append(seconds)
+                s.control.clear_requests()
+                cpu = cpu_seconds(m.process.pid), cpu_seconds(s.emulator.pid)
+                seconds, _ = timed(["cat", str(target)])
+                content = [r for r in s.requests() if r["path"].endswith("/content")]
+                served.append({"content_requests": len(content),
+                               "bytes_served": sum(r["response_bytes"] for r in content),
+                               "mount_cpu": cpu_seconds(m.process.pid) - cpu[0],
+                               "emulator_cpu": cpu_seconds(s.emulator.pid) - cpu[1]})
+                mount_times.append(seconds)
+            s.rss.setdefault("cold read", []).append(m.peak_rss)
 
-            def mount() -> None:
-                with s.mount(label=f"cold read {speed} #{repeat}") as m:
-                    target = m / "assistants" / "big.bin"
-                    if target.stat().st_size != size:  # the lookup (one listing) is not timed
-                        raise HarnessError(f"{target} has {target.stat().st_size} bytes")
-                    s.drop_caches()
-                    s.control.clear_requests()
-                    cpu = cpu_seconds(m.process.pid), cpu_seconds(s.emulator.pid)
-                    seconds, _ = timed(["cat", str(target)])
-                    content = [r for r in s.requests() if r["path"].endswith("/content")]
-                    served.append({"content_requests": len(content),
-                                   "bytes_served": sum(r["response_bytes"] for r in content),
-                                   "mount_cpu": cpu_seconds(m.process.pid) - cpu[0],
-                                   "emulator_cpu": cpu_seconds(s.emulator.pid) - cpu[1]})
-                    mount_times.append(seconds)
-                s.rss.setdefault("cold read", []).append(m.peak_rss)
+        def client(name: str) -> None:
+            s.drop_caches()
+            result = s.client_alone(name, "download", file_id)
+            if result["bytes"] != size:
+                raise HarnessError(f"{name} downloaded {result['bytes']} bytes, not {size}")
+            alone[name].append(result)
 
-            # alternate who goes first, so a drift over the run hurts both alike
-            for step in ((curl, mount) if repeat % 2 == 0 else (mount, curl)):
+        for repeat in range(s.profile.repeats):
+            steps = [curl, lambda: mount(repeat)] + [
+                lambda name=name: client(name) for name in CLIENTS_ALONE]
+            for step in rotated(steps, repeat):
                 step()
         ours, base = Samples(mount_times), Samples(curl_times)
         ratio = base.median / ours.median
@@ -542,6 +568,31 @@ def bench_cold_read(s: Suite) -> None:
                   verdict(ratio >= 0.9),
                   {"bytes": size, "mount_seconds": ours.as_dict(), "curl_seconds": base.as_dict(),
                    "mount_requests": served, "ratio": ratio}))
+        add_client_rows(s, 1, f"cold read {mib(size)}", speed, size, "curl", base, alone)
+
+
+def rotated(steps: list[Callable[[], None]], repeat: int) -> list[Callable[[], None]]:
+    """The steps of one repeat, each repeat starting one further along, so that a drift over
+    the run (a disk slowing down, a busy neighbour) hurts every contender alike."""
+    shift = repeat % len(steps)
+    return steps[shift:] + steps[:shift]
+
+
+def add_client_rows(s: Suite, number: int, what: str, speed: str, size: int,
+                    baseline: str, base: Samples, alone: dict[str, list[dict]]) -> None:
+    """INFO rows: each Python client alone against the row's baseline. A mount passes every
+    byte through its client, so the client's ratio is the most the mount can reach."""
+    for client, runs in alone.items():
+        times = Samples([r["seconds"] for r in runs])
+        cpu = statistics.median(r["cpu"] for r in runs)
+        ratio = base.median / times.median
+        s.add(Row(number, f"{what}: {CLIENTS_ALONE[client]} alone, no FUSE", speed,
+                  f"{throughput_cell(size, times)}; its CPU {cpu:.2g} s",
+                  f"{baseline}: {throughput_cell(size, base)}", f"{ratio:.2f}x",
+                  "none (the mount's ceiling)", "INFO",
+                  {"client": client, "bytes": size, "seconds": times.as_dict(),
+                   "cpu": [r["cpu"] for r in runs], "baseline_seconds": base.as_dict(),
+                   "ratio": ratio}))
 
 
 def bench_warm_reread(s: Suite) -> None:
@@ -616,13 +667,15 @@ def bench_ls(s: Suite) -> None:
 
 
 def bench_upload(s: Suite) -> None:
-    """5: ``cp`` into the mount (one POST /files) vs ``curl -F`` at each link speed."""
+    """5: ``cp`` into the mount (one POST /files) vs ``curl -F`` at each link speed; and, for
+    context, the same POST by a Python client alone (the mount's, the SDK), no FUSE."""
     source = s.upload_file()
     size = source.stat().st_size
     for speed, _ in s.cases():
         curl_times, uploads = [], []
-        for repeat in range(s.profile.repeats):
-            name = f"post-{repeat}.bin"
+        alone: dict[str, list[dict]] = {client: [] for client in CLIENTS_ALONE}
+
+        def curl(name: str) -> None:
             s.control.clear_requests()
             settle_disk()
             seconds, out = timed(["curl", "-sSf", "-H", AUTH, "-F", "purpose=user_data",
@@ -633,8 +686,25 @@ def bench_upload(s: Suite) -> None:
             if posted.get("bytes") != size:
                 raise HarnessError(f"curl -F made {posted}")
             s.delete(posted["id"])
+
+        def mount(name: str, repeat: int) -> None:
             uploads.append(s.mounted_upload("one POST", "user_data", name, source,
                                             f"upload {speed} #{repeat}")[0])
+
+        def client(client: str, name: str) -> None:
+            settle_disk()
+            result = s.client_alone(client, "upload", str(source), name)
+            if result["bytes"] != size:
+                raise HarnessError(f"{client} made a file of {result['bytes']} bytes")
+            s.delete(result["id"])
+            alone[client].append(result)
+
+        for repeat in range(s.profile.repeats):
+            steps = [lambda: curl(f"curl-{repeat}.bin"),
+                     lambda: mount(f"post-{repeat}.bin", repeat)] + [
+                lambda c=c: client(c, f"{c}-{repeat}.bin") for c in CLIENTS_ALONE]
+            for step in rotated(steps, repeat):
+                step()
         if any(u.requests["post_files"] != 1 for u in uploads):
             raise HarnessError(f"the upload was not one POST /files: {uploads}")
         ours, base = Samples([u.seconds for u in uploads]), Samples(curl_times)
@@ -645,6 +715,8 @@ def bench_upload(s: Suite) -> None:
                   verdict(ratio >= 0.9),
                   {"bytes": size, "mount_seconds": ours.as_dict(), "curl_seconds": base.as_dict(),
                    "mount_uploads": [asdict(u) for u in uploads], "ratio": ratio}))
+        add_client_rows(s, 5, f"upload {mib(size)} (one POST)", speed, size, "curl -F", base,
+                        alone)
 
 
 def bench_parallel_upload(s: Suite) -> None:
