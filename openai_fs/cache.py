@@ -452,6 +452,10 @@ class ContentCache:
             return os.pread(download.read_fd, end - offset, offset)
         if download.fd >= 0:        # still running: read what it has written
             return os.pread(download.fd, end - offset, offset)
+        if download.error is not None:
+            # it failed after receiving these bytes: its ring is gone and its partial file
+            # deleted, so the reader gets the download's error (not ENOENT from the cache)
+            raise download.error
         return self._pread_cached(download.file.id, offset, end - offset)
 
     def _pread_cached(self, file_id: str, offset: int, size: int) -> bytes:
