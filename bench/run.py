@@ -153,11 +153,12 @@ def verdict(ok: bool) -> str:
 
 # -- processes -----------------------------------------------------------------------------
 
-def run(argv: list[str], *, capture: bool = False) -> subprocess.CompletedProcess:
+def run(argv: list[str], *, capture: bool = False,
+        env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     """Run a program; its stdout goes to /dev/null unless ``capture``."""
     result = subprocess.run(argv, stdin=subprocess.DEVNULL, stderr=subprocess.PIPE,
                             stdout=subprocess.PIPE if capture else subprocess.DEVNULL,
-                            timeout=COMMAND_TIMEOUT)
+                            timeout=COMMAND_TIMEOUT, env=env)
     if result.returncode != 0:
         raise HarnessError(f"{' '.join(argv)} exited with {result.returncode}: "
                            f"{result.stderr.decode(errors='replace').strip()}")
@@ -352,12 +353,8 @@ class Suite:
         """bench/client_alone.py: one transfer by a Python client (``openai-fs`` or ``sdk``)
         with no FUSE, timed inside that process; its JSON answer."""
         env = {**os.environ, "OPENAI_API_KEY": KEY, "OPENAI_BASE_URL": self.base_url}
-        result = subprocess.run([sys.executable, str(ROOT / "bench" / "client_alone.py"),
-                                 client, *args], env=env, stdin=subprocess.DEVNULL,
-                                capture_output=True, timeout=COMMAND_TIMEOUT)
-        if result.returncode != 0:
-            raise HarnessError(f"client_alone.py {client} {args[0]} exited with "
-                               f"{result.returncode}: {result.stderr.decode(errors='replace')}")
+        result = run([sys.executable, str(ROOT / "bench" / "client_alone.py"), client, *args],
+                     capture=True, env=env)
         return json.loads(result.stdout)
 
     def local_file(self, name: str, size: int, seed: int) -> Path:
