@@ -214,12 +214,15 @@ class Mount:
     def __truediv__(self, other: str) -> Path:
         return self.path / other
 
+    def command(self) -> list[str]:
+        return [sys.executable, "-m", "openai_fs", "mount", "-f", str(self.path),
+                "--cache-dir", str(self.cache_dir), "--log-file", str(self.log_file),
+                "--cache-size", str(CACHE_SIZE), *self.options]
+
     def __enter__(self) -> "Mount":
         self.path.mkdir()
         env = {**os.environ, "OPENAI_API_KEY": KEY, "OPENAI_BASE_URL": self.suite.base_url}
-        command = [sys.executable, "-m", "openai_fs", "mount", "-f", str(self.path),
-                   "--cache-dir", str(self.cache_dir), "--log-file", str(self.log_file),
-                   "--cache-size", str(CACHE_SIZE), *self.options]
+        command = self.command()
         output = open(self.folder / "output.txt", "wb")  # noqa: SIM115 - closed below
         try:
             self.process = subprocess.Popen(command, env=env, stdin=subprocess.DEVNULL,
@@ -291,6 +294,15 @@ class Mount:
                 if PROBLEM.search(line):
                     self.suite.problems.append(f"{self.label}: {line}")
             shutil.rmtree(self.folder, ignore_errors=True)
+
+
+class SpoolOnlyMount(Mount):
+    """bench/spool_only_fs.py instead of openai-fs: FUSE and a spool file, nothing else."""
+
+    def command(self) -> list[str]:
+        self.cache_dir.mkdir()      # the spool folder
+        return [sys.executable, str(ROOT / "bench" / "spool_only_fs.py"), str(self.path),
+                str(self.cache_dir)]
 
 
 # -- the suite -----------------------------------------------------------------------------
@@ -665,11 +677,12 @@ def bench_ls(s: Suite) -> None:
 
 def bench_upload(s: Suite) -> None:
     """5: ``cp`` into the mount (one POST /files) vs ``curl -F`` at each link speed; and, for
-    context, the same POST by a Python client alone (the mount's, the SDK), no FUSE."""
+    context, the same POST by a Python client alone (the mount's, the SDK), no FUSE, and (with
+    no link limit) ``cp`` into a FUSE file system that only writes a spool file."""
     source = s.upload_file()
     size = source.stat().st_size
-    for speed, _ in s.cases():
-        curl_times, uploads = [], []
+    for speed, bandwidth in s.cases():
+        curl_times, uploads, spool_only_times = [], [], []
         alone: dict[str, list[dict]] = {client: [] for client in CLIENTS_ALONE}
 
         def curl(name: str) -> None:
@@ -696,10 +709,21 @@ def bench_upload(s: Suite) -> None:
             s.delete(result["id"])
             alone[client].append(result)
 
+        def spool_only(repeat: int) -> None:
+            with SpoolOnlyMount(s, (), f"spool only #{repeat}") as floor:
+                target = floor / "floor.bin"
+                settle_disk()
+                seconds, _ = timed(["cp", str(source), str(target)])
+                if target.stat().st_size != size:
+                    raise HarnessError(f"the spool-only file system took {target.stat()}")
+            spool_only_times.append(seconds)
+
         for repeat in range(s.profile.repeats):
             steps = [lambda: curl(f"curl-{repeat}.bin"),
                      lambda: mount(f"post-{repeat}.bin", repeat)] + [
                 lambda c=c: client(c, f"{c}-{repeat}.bin") for c in CLIENTS_ALONE]
+            if bandwidth is None:   # no network in it: once, next to the fastest curl
+                steps.append(lambda: spool_only(repeat))
             for step in rotated(steps, repeat):
                 step()
         if any(u.requests["post_files"] != 1 for u in uploads):
@@ -714,6 +738,15 @@ def bench_upload(s: Suite) -> None:
                    "mount_uploads": [asdict(u) for u in uploads], "ratio": ratio}))
         add_client_rows(s, 5, f"upload {mib(size)} (one POST)", speed, size, "curl -F", base,
                         alone)
+        if spool_only_times:
+            floor = Samples(spool_only_times)
+            floor_ratio = base.median / floor.median
+            s.add(Row(5, f"upload {mib(size)}: `cp` into a FUSE file system that only spools, "
+                         "no HTTP (bench/spool_only_fs.py)", speed,
+                      throughput_cell(size, floor), f"curl -F: {throughput_cell(size, base)}",
+                      f"{floor_ratio:.2f}x", "none (the floor of a mount that spools)", "INFO",
+                      {"bytes": size, "seconds": floor.as_dict(),
+                       "baseline_seconds": base.as_dict(), "ratio": floor_ratio}))
 
 
 def bench_parallel_upload(s: Suite) -> None:

@@ -1,0 +1,106 @@
+"""A FUSE file system that only spools: the floor of benchmark 5 on this machine.
+
+    python bench/spool_only_fs.py MOUNTPOINT SPOOL_DIR
+
+It mounts MOUNTPOINT with pyfuse3, with the same FUSE options as ``openai-fs mount`` and the
+same ``st_blksize`` (so ``cp`` writes in pieces of the same size). Its one directory takes new
+files, and each write goes into a file in SPOOL_DIR. Nothing else happens: no HTTP, no
+upload. The issue asks for the written bytes to go to a local spool file, so a mount cannot take
+in a file faster than this does, whatever it does about the network. The benchmark times ``cp``
+into it next to ``curl -F`` (an INFO row under benchmark 5). It runs in the foreground until
+unmounted (``fusermount3 -u``) or interrupted.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat
+import sys
+
+import pyfuse3
+import trio
+
+from openai_fs.fs import BLOCK_HINT
+
+
+class SpoolOnly(pyfuse3.Operations):
+    enable_writeback_cache = False
+
+    def __init__(self, spool_dir: str) -> None:
+        super().__init__()
+        self.spool_dir = spool_dir
+        #: inode -> [name, size, spool descriptor (-1 once released)]
+        self.files: dict[int, list] = {}
+
+    def _attributes(self, inode: int) -> pyfuse3.EntryAttributes:
+        attr = pyfuse3.EntryAttributes()
+        attr.st_ino = inode
+        attr.st_blksize = BLOCK_HINT
+        attr.st_uid, attr.st_gid = os.getuid(), os.getgid()
+        if inode == pyfuse3.ROOT_INODE:
+            attr.st_mode = stat.S_IFDIR | 0o755
+        else:
+            attr.st_mode = stat.S_IFREG | 0o644
+            attr.st_size = self.files[inode][1]
+        return attr
+
+    async def getattr(self, inode: int, ctx=None) -> pyfuse3.EntryAttributes:
+        if inode != pyfuse3.ROOT_INODE and inode not in self.files:
+            raise pyfuse3.FUSEError(errno.ENOENT)
+        return self._attributes(inode)
+
+    async def lookup(self, parent_inode: int, name: bytes, ctx=None) -> pyfuse3.EntryAttributes:
+        for inode, (known, _, _) in self.files.items():
+            if known == name:
+                return self._attributes(inode)
+        raise pyfuse3.FUSEError(errno.ENOENT)
+
+    async def create(self, parent_inode: int, name: bytes, mode: int, flags: int, ctx=None):
+        inode = pyfuse3.ROOT_INODE + 1 + len(self.files)
+        spool = os.open(os.path.join(self.spool_dir, str(inode)),
+                        os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        self.files[inode] = [name, 0, spool]
+        return pyfuse3.FileInfo(fh=inode), self._attributes(inode)
+
+    async def write(self, fh: int, off: int, buf: bytes) -> int:
+        record = self.files[fh]
+        written = os.pwrite(record[2], buf, off)
+        record[1] = max(record[1], off + written)
+        return written
+
+    async def setattr(self, inode: int, attr, fields, fh, ctx) -> pyfuse3.EntryAttributes:
+        return self._attributes(inode)      # cp sets times and modes; nothing to keep
+
+    async def flush(self, fh: int) -> None:
+        pass
+
+    async def release(self, fh: int) -> None:
+        record = self.files[fh]
+        if record[2] >= 0:
+            os.close(record[2])
+            record[2] = -1
+
+
+async def serve(mountpoint: str, spool_dir: str) -> None:
+    options = set(pyfuse3.default_options) | {"fsname=spool-only", "subtype=spool-only"}
+    pyfuse3.init(SpoolOnly(spool_dir), mountpoint, options)
+    try:
+        await pyfuse3.main()
+    finally:
+        pyfuse3.close()
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) != 2:
+        print("usage: python bench/spool_only_fs.py MOUNTPOINT SPOOL_DIR", file=sys.stderr)
+        return 2
+    try:
+        trio.run(serve, *argv)
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
