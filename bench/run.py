@@ -22,6 +22,7 @@ import os
 import platform
 import random
 import re
+import resource
 import shutil
 import signal
 import statistics
@@ -519,6 +520,12 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def children_cpu_seconds() -> float:
+    """User + system CPU time of this process's children that have ended so far."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 # -- the benchmarks ------------------------------------------------------------------------
 
 def bench_cold_read(s: Suite) -> None:
@@ -683,14 +690,19 @@ def bench_upload(s: Suite) -> None:
     size = source.stat().st_size
     for speed, bandwidth in s.cases():
         curl_times, uploads, spool_only_times = [], [], []
+        #: CPU seconds: the emulator's while curl uploads; the spool-only FS's and cp's
+        curl_emulator_cpu: list[float] = []
+        spool_only_cpu: list[float] = []
         alone: dict[str, list[dict]] = {client: [] for client in CLIENTS_ALONE}
 
         def curl(name: str) -> None:
             s.control.clear_requests()
             settle_disk()
+            emulator_cpu = cpu_seconds(s.emulator.pid)
             seconds, out = timed(["curl", "-sSf", "-H", AUTH, "-F", "purpose=user_data",
                                   "-F", f"file=@{source};filename={name}", f"{s.base_url}/files"],
                                  capture=True)
+            curl_emulator_cpu.append(cpu_seconds(s.emulator.pid) - emulator_cpu)
             curl_times.append(seconds)
             posted = json.loads(out)
             if posted.get("bytes") != size:
@@ -713,7 +725,11 @@ def bench_upload(s: Suite) -> None:
             with SpoolOnlyMount(s, (), f"spool only #{repeat}") as floor:
                 target = floor / "floor.bin"
                 settle_disk()
+                assert floor.process is not None
+                fs_cpu, cp_cpu = cpu_seconds(floor.process.pid), children_cpu_seconds()
                 seconds, _ = timed(["cp", str(source), str(target)])
+                spool_only_cpu.append(cpu_seconds(floor.process.pid) - fs_cpu
+                                      + children_cpu_seconds() - cp_cpu)
                 if target.stat().st_size != size:
                     raise HarnessError(f"the spool-only file system took {target.stat()}")
             spool_only_times.append(seconds)
@@ -741,12 +757,16 @@ def bench_upload(s: Suite) -> None:
         if spool_only_times:
             floor = Samples(spool_only_times)
             floor_ratio = base.median / floor.median
+            floor_cpu = statistics.median(spool_only_cpu)
+            emulator_cpu = statistics.median(curl_emulator_cpu)
             s.add(Row(5, f"upload {mib(size)}: `cp` into a FUSE file system that only spools, "
                          "no HTTP (bench/spool_only_fs.py)", speed,
-                      throughput_cell(size, floor), f"curl -F: {throughput_cell(size, base)}",
+                      f"{throughput_cell(size, floor)}; CPU of it and cp {floor_cpu:.2g} s",
+                      f"curl -F: {throughput_cell(size, base)}; emulator CPU {emulator_cpu:.2g} s",
                       f"{floor_ratio:.2f}x", "none (the floor of a mount that spools)", "INFO",
-                      {"bytes": size, "seconds": floor.as_dict(),
-                       "baseline_seconds": base.as_dict(), "ratio": floor_ratio}))
+                      {"bytes": size, "seconds": floor.as_dict(), "cpu": spool_only_cpu,
+                       "baseline_seconds": base.as_dict(),
+                       "baseline_emulator_cpu": curl_emulator_cpu, "ratio": floor_ratio}))
 
 
 def bench_parallel_upload(s: Suite) -> None:

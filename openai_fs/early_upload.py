@@ -38,7 +38,7 @@ CHUNK_BYTES = 1024 * 1024
 #: idle request out anyway); the file is then uploaded at close()
 IDLE_SECONDS = 10.0
 #: every so many bytes sent, the spool's pages up to this far back are let go from the page
-#: cache (see :func:`_let_go`)
+#: cache (see :func:`let_go`)
 LET_GO_EVERY = 8 * CHUNK_BYTES
 LET_GO_SPAN = 32 * CHUNK_BYTES
 
@@ -148,7 +148,7 @@ class EarlyUpload:
                     raise Abandoned("the spool file shrank")
                 self.sent += count
                 if self.sent % LET_GO_EVERY == 0:
-                    _let_go(fd, max(0, self.sent - LET_GO_SPAN), self.sent)
+                    let_go(fd, max(0, self.sent - LET_GO_SPAN), self.sent)
                 if self.progress is not None:
                     self.progress(count)
                 yield data
@@ -163,7 +163,7 @@ class EarlyUpload:
                 self._more = trio.Event()
 
 
-def _let_go(fd: int, start: int, end: int) -> None:
+def let_go(fd: int, start: int, end: int) -> None:
     """Advise the kernel that bytes ``[start, end)`` of the spool, already sent, will not be
     read soon (in a worker thread, not waited for).
 

@@ -36,7 +36,8 @@ def test_cp_into_it_lands_every_byte_in_its_spool(tmp_path):
             assert time.monotonic() < deadline, "not mounted within 30 s"
             time.sleep(0.02)
         sources = []
-        for index, size in enumerate([3 * 1024 * 1024 + 17, 0, 4096]):
+        # the first is large enough for its pages to be let go behind the writer
+        for index, size in enumerate([40 * 1024 * 1024 + 17, 0, 4096]):
             source = tmp_path / f"source-{index}.bin"
             source.write_bytes(os.urandom(size))
             subprocess.run(["cp", str(source), str(mountpoint / source.name)], check=True)
