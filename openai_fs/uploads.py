@@ -41,7 +41,14 @@ from openai_fs.api import (
 )
 from openai_fs.api.retry import may_have_taken_effect
 from openai_fs.cache import ContentCache
-from openai_fs.early_upload import START_BYTES, Abandoned, EarlyUpload
+from openai_fs.early_upload import (
+    LET_GO_EVERY,
+    LET_GO_SPAN,
+    START_BYTES,
+    Abandoned,
+    EarlyUpload,
+    let_go,
+)
 from openai_fs.errors import FSError, RuleViolation, UploadFailed, errno_for
 from openai_fs.namespace import FileEntry, Namespace, PurposeDir
 
@@ -98,6 +105,8 @@ class LocalFile:
     early: EarlyUpload | None = None
     #: written from start to end so far, without leaving holes (only such files upload early)
     sequential: bool = True
+    #: once the file is this large, pages behind the writer are next let go (see write())
+    let_go_at: int = LET_GO_SPAN
 
     def check_size(self, end: int) -> None:
         limit = purposes.max_file_bytes(self.purpose)
@@ -125,6 +134,12 @@ class LocalFile:
         self.size = max(self.size, offset + written)
         self.mtime = time.time()
         self.dirty = True
+        if self.size >= self.let_go_at and (self.early is None or self.early.over):
+            # Sent after close (in parts, or as one POST with --upload-on-close): keep only
+            # the latest pages of the spool in memory while it is written, as an early upload
+            # does behind what it sent. Fresh page cache is what costs on a VM (let_go).
+            let_go(self.fd, max(0, self.size - LET_GO_SPAN), self.size)
+            self.let_go_at = self.size + LET_GO_EVERY
         return written
 
     def truncate(self, size: int) -> None:

@@ -175,3 +175,25 @@ def test_the_spool_sent_early_leaves_the_page_cache_behind_the_request(mount, em
                        str(copy)).stdout.split()[0])
     # without letting go, every written byte would still be in the page cache
     assert resident < len(data) // 2, f"{resident} of {len(data)} bytes still cached"
+
+
+def test_a_spool_sent_after_close_keeps_only_its_latest_pages_while_written(mount, emulator,
+                                                                         tmp_path):
+    data = payload(64 * MiB, seed=30)
+    cache = tmp_path / "let-go-spool"
+    mounted = mount("--upload-on-close", cache_dir=cache)
+    with open(mounted / "user_data" / "later.bin", "wb") as handle:
+        write_in_pieces(handle, data)
+        (spool,) = [path for path in (cache / "spool").glob("mount-*/*")
+                    if path.suffix != ".json"]
+        assert spool.stat().st_size == len(data)
+
+        def resident() -> int:
+            return int(run("fincore", "--bytes", "--noheadings", "--output", "RES",
+                           str(spool)).stdout.split()[0])
+        # pages behind the writer are let go once written back (by a worker thread)
+        wait_for(lambda: resident() < len(data) // 2, timeout=20,
+                 message="the spool's pages stayed in the page cache while it was written")
+        assert posts(emulator) == []
+    made = only_file(emulator, "user_data", "later.bin")
+    assert server_content(emulator, made["id"]) == data
