@@ -222,7 +222,7 @@ class Mount:
 
     def __enter__(self) -> "Mount":
         self.path.mkdir()
-        env = {**os.environ, "OPENAI_API_KEY": KEY, "OPENAI_BASE_URL": self.suite.base_url}
+        env = self.suite.client_environment()
         command = self.command()
         output = open(self.folder / "output.txt", "wb")  # noqa: SIM115 - closed below
         try:
@@ -362,12 +362,15 @@ class Suite:
     def requests(self) -> list[dict]:
         return self.control.requests()
 
+    def client_environment(self) -> dict[str, str]:
+        """The environment of a client of the emulator: a mount, or a client alone."""
+        return {**os.environ, "OPENAI_API_KEY": KEY, "OPENAI_BASE_URL": self.base_url}
+
     def client_alone(self, client: str, *args: str) -> dict:
         """bench/client_alone.py: one transfer by a Python client (``openai-fs`` or ``sdk``)
         with no FUSE, timed inside that process; its JSON answer."""
-        env = {**os.environ, "OPENAI_API_KEY": KEY, "OPENAI_BASE_URL": self.base_url}
         result = run([sys.executable, str(ROOT / "bench" / "client_alone.py"), client, *args],
-                     capture=True, env=env)
+                     capture=True, env=self.client_environment())
         return json.loads(result.stdout)
 
     def local_file(self, name: str, size: int, seed: int) -> Path:

@@ -12,15 +12,12 @@ from pathlib import Path
 
 import pytest
 
+from openai_fs import mountinfo
+
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = ROOT / "bench" / "spool_only_fs.py"
 
 pytestmark = pytest.mark.timeout(120)
-
-
-def is_mounted(path: Path) -> bool:
-    with open("/proc/self/mountinfo") as mountinfo:
-        return any(line.split()[4] == str(path) for line in mountinfo)
 
 
 def test_cp_into_it_lands_every_byte_in_its_spool(tmp_path):
@@ -31,7 +28,7 @@ def test_cp_into_it_lands_every_byte_in_its_spool(tmp_path):
                                cwd=ROOT, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 30
-        while not is_mounted(mountpoint):
+        while mountinfo.find(str(mountpoint)) is None:
             assert process.poll() is None, process.stderr.read()
             assert time.monotonic() < deadline, "not mounted within 30 s"
             time.sleep(0.02)
