@@ -5,7 +5,7 @@
 It mounts MOUNTPOINT with pyfuse3, with the same FUSE options as ``openai-fs mount`` and the
 same ``st_blksize`` (so ``cp`` writes in pieces of the same size). Its one directory takes new
 files, and each write goes into a file in SPOOL_DIR, whose pages are let go from the page cache
-behind the writer as the mount lets them go behind its upload (early_upload.let_go). Nothing
+behind the writer as the mount does (early_upload.let_go_behind). Nothing
 else happens: no HTTP, no upload. The issue asks for the written bytes to go to a local spool file, so a mount cannot take
 in a file faster than this does, whatever it does about the network. The benchmark times ``cp``
 into it next to ``curl -F`` (an INFO row under benchmark 5). It runs in the foreground until
@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import pyfuse3
 import trio
 
-from openai_fs.early_upload import LET_GO_EVERY, LET_GO_SPAN, let_go
+from openai_fs.early_upload import LET_GO_SPAN, let_go_behind
 from openai_fs.fs import BLOCK_HINT
 
 
@@ -79,8 +79,7 @@ class SpoolOnly(pyfuse3.Operations):
         written = os.pwrite(spooled.fd, buf, off)
         spooled.size = max(spooled.size, off + written)
         if spooled.size >= spooled.let_go_at:   # as the mount does behind its upload
-            let_go(spooled.fd, max(0, spooled.size - LET_GO_SPAN), spooled.size)
-            spooled.let_go_at = spooled.size + LET_GO_EVERY
+            spooled.let_go_at = let_go_behind(spooled.fd, spooled.size)
         return written
 
     async def setattr(self, inode: int, attr, fields, fh, ctx) -> pyfuse3.EntryAttributes:

@@ -148,7 +148,7 @@ class EarlyUpload:
                     raise Abandoned("the spool file shrank")
                 self.sent += count
                 if self.sent % LET_GO_EVERY == 0:
-                    let_go(fd, max(0, self.sent - LET_GO_SPAN), self.sent)
+                    let_go_behind(fd, self.sent)
                 if self.progress is not None:
                     self.progress(count)
                 yield data
@@ -161,6 +161,13 @@ class EarlyUpload:
                     self.abandon(f"nothing was written for {IDLE_SECONDS:g} s")
                     await trio.lowlevel.checkpoint()    # the cancellation lands here
                 self._more = trio.Event()
+
+
+def let_go_behind(fd: int, end: int) -> int:
+    """:func:`let_go` the :data:`LET_GO_SPAN` bytes of the spool before ``end`` (how far it is
+    written or sent); returns where to do it next."""
+    let_go(fd, max(0, end - LET_GO_SPAN), end)
+    return end + LET_GO_EVERY
 
 
 def let_go(fd: int, start: int, end: int) -> None:

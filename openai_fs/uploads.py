@@ -42,12 +42,11 @@ from openai_fs.api import (
 from openai_fs.api.retry import may_have_taken_effect
 from openai_fs.cache import ContentCache
 from openai_fs.early_upload import (
-    LET_GO_EVERY,
     LET_GO_SPAN,
     START_BYTES,
     Abandoned,
     EarlyUpload,
-    let_go,
+    let_go_behind,
 )
 from openai_fs.errors import FSError, RuleViolation, UploadFailed, errno_for
 from openai_fs.namespace import FileEntry, Namespace, PurposeDir
@@ -138,8 +137,7 @@ class LocalFile:
             # Sent after close (in parts, or as one POST with --upload-on-close): keep only
             # the latest pages of the spool in memory while it is written, as an early upload
             # does behind what it sent. Fresh page cache is what costs on a VM (let_go).
-            let_go(self.fd, max(0, self.size - LET_GO_SPAN), self.size)
-            self.let_go_at = self.size + LET_GO_EVERY
+            self.let_go_at = let_go_behind(self.fd, self.size)
         return written
 
     def truncate(self, size: int) -> None:
