@@ -23,8 +23,8 @@ from dataclasses import dataclass
 import pyfuse3
 import trio
 
-from openai_fs.early_upload import LET_GO_SPAN, let_go_behind
-from openai_fs.fs import BLOCK_HINT
+from openai_fs.core.early_upload import LET_GO_SPAN, let_go_behind
+from openai_fs.fuse.operations import BLOCK_HINT
 
 
 @dataclass

@@ -1,3 +1,3 @@
-from openai_fs.cli import main
+from openai_fs.commands.cli import main
 
 raise SystemExit(main())

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from openai_fs import mountinfo
+from openai_fs.fuse import mountinfo
 
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = ROOT / "bench" / "spool_only_fs.py"

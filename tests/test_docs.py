@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from openai_fs.cli import SUBCOMMANDS, build_parser
+from openai_fs.commands.cli import SUBCOMMANDS, build_parser
 
 MAN = Path(__file__).resolve().parent.parent / "man" / "openai-fs.1"
 #: the installed console script, next to the interpreter running the tests

@@ -30,7 +30,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import Route, Router
 
-from openai_fs import purposes
+from openai_fs.core import purposes
 from openai_fs.emulator import errors
 from openai_fs.emulator.errors import APIError
 from openai_fs.emulator.faults import FaultRule, FaultSet

@@ -13,7 +13,7 @@ from pathlib import Path
 import uvicorn
 
 from openai_fs.emulator.app import EmulatorApp, RuntimeConfig
-from openai_fs.options import OptionError, parse_size
+from openai_fs.commands.options import OptionError, parse_size
 from openai_fs.emulator.faults import FaultRule, parse_spec
 from openai_fs.emulator.samples import seed_demo
 from openai_fs.emulator.store import Store

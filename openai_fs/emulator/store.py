@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
 
-from openai_fs.purposes import BATCH_DEFAULT_EXPIRY_SECONDS, UPLOAD_TTL_SECONDS
+from openai_fs.core.purposes import BATCH_DEFAULT_EXPIRY_SECONDS, UPLOAD_TTL_SECONDS
 
 ID_ALPHABET = string.ascii_letters + string.digits
 #: Size of the chunks blobs are copied in.

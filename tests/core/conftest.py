@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 
 from openai_fs.api import FilesClient
-from openai_fs.cache import ContentCache, DiskCache
-from openai_fs.fs import Operations, Ownership
-from openai_fs.namespace import Namespace
-from openai_fs.uploads import UploadEngine, UploadSettings
+from openai_fs.core.cache import ContentCache, DiskCache
+from openai_fs.fuse.operations import Operations, Ownership
+from openai_fs.core.namespace import Namespace
+from openai_fs.core.uploads import UploadEngine, UploadSettings
 
 from .fake_api import BASE_URL, FakeFilesAPI
 

@@ -3,8 +3,8 @@ namespace and upload tests can drive the core without Operations."""
 
 from __future__ import annotations
 
-from openai_fs.namespace import FileEntry
-from openai_fs.uploads import LocalFile
+from openai_fs.core.namespace import FileEntry
+from openai_fs.core.uploads import LocalFile
 
 
 def new_file(core, purpose: str, name: str, data: bytes = b"") -> tuple[FileEntry, LocalFile]:

@@ -1,4 +1,4 @@
-"""The pyfuse3 adapter (openai_fs/fs.py), called directly without a mount: errno mapping and
+"""The pyfuse3 adapter (openai_fs/fuse/operations.py), called directly without a mount: errno mapping and
 logging, xattrs, modes, readdir offsets, and the write path end to end."""
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ import pytest
 import trio
 import trio.testing
 
-from openai_fs.names import SLASH
-from openai_fs.namespace import BY_ID_INODE, ROOT_INODE
+from openai_fs.core.names import SLASH
+from openai_fs.core.namespace import BY_ID_INODE, ROOT_INODE
 
 from .conftest import OWNER
 
@@ -88,7 +88,7 @@ async def test_api_errors_become_their_errno_with_one_log_line(fake, make_core, 
     last = fake.of("list")[-1]
     assert len(fake.of("list")) == (2 if status in (429, 500, 503) else 1)
     lines = [r.getMessage() for r in caplog.records
-             if r.name == "openai_fs.fs" and last.request_id in r.getMessage()]
+             if r.name == "openai_fs.fuse.operations" and last.request_id in r.getMessage()]
     assert len(lines) == 1, caplog.text
     assert str(status) in lines[0] and "the server said no" in lines[0]
 

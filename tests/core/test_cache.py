@@ -1,4 +1,4 @@
-"""Content caching (openai_fs/cache.py): whole-file downloads shared by readers, ranged block
+"""Content caching (openai_fs/core/cache.py): whole-file downloads shared by readers, ranged block
 fetches into a bounded memory LRU, and the disk cache (LRU, pinning, reuse across mounts)."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import pytest
 import trio
 
 from openai_fs.api import FileObject
-from openai_fs.cache import BLOCK_SIZE, SMALL_FILE, ContentCache, DiskCache
+from openai_fs.core.cache import BLOCK_SIZE, SMALL_FILE, ContentCache, DiskCache
 
 from .conftest import MiB
 from .fake_api import BASE_URL

@@ -1,4 +1,4 @@
-"""Large downloads through a ring (openai_fs/download_ring.py): written to the disk cache with
+"""Large downloads through a ring (openai_fs/core/download_ring.py): written to the disk cache with
 O_DIRECT, readers answered from memory, the download kept within a ring of its reader."""
 
 from __future__ import annotations
@@ -9,9 +9,9 @@ import os
 import pytest
 import trio
 
-from openai_fs import download_ring
+from openai_fs.core import download_ring
 from openai_fs.api import FileObject
-from openai_fs.download_ring import RING_BYTES, RingPool, direct_io
+from openai_fs.core.download_ring import RING_BYTES, RingPool, direct_io
 
 from .conftest import MiB
 from .test_cache import add_file, read_all
@@ -150,7 +150,7 @@ async def test_a_body_longer_or_shorter_than_the_file_fails_the_download(fake, m
 
 async def test_without_o_direct_a_large_download_goes_through_the_page_cache(
         fake, make_core, monkeypatch):
-    monkeypatch.setattr("openai_fs.cache.direct_io", lambda fd, probe=True: False)
+    monkeypatch.setattr("openai_fs.core.cache.direct_io", lambda fd, probe=True: False)
     core = await make_core(memory_bytes=MEMORY)
     file, data = add_file(fake, BIG)
     assert await read_all(core.cache, file) == data

@@ -1,4 +1,4 @@
-"""The reversible name rule (openai_fs/names.py): every server filename has one path component,
+"""The reversible name rule (openai_fs/core/names.py): every server filename has one path component,
 and the component gives the filename back."""
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from openai_fs import names
-from openai_fs.names import DOT, ESCAPE, MAX_NAME_BYTES, NUL, SLASH
+from openai_fs.core import names
+from openai_fs.core.names import DOT, ESCAPE, MAX_NAME_BYTES, NUL, SLASH
 
 #: the characters the rule treats specially, and its own replacement characters
 SPECIAL = ["/", "\0", ".", "..", DOT, SLASH, NUL, ESCAPE, "\ud800", "\udfff", " "]

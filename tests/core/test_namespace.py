@@ -1,4 +1,4 @@
-"""The namespace (openai_fs/namespace.py): listings cached for dir_ttl, collision names, inode
+"""The namespace (openai_fs/core/namespace.py): listings cached for dir_ttl, collision names, inode
 numbers, unknown purposes, .by-id, and the overlay of the mount's own changes."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ import pytest
 import trio
 import trio.testing
 
-from openai_fs.namespace import BY_ID_INODE, BY_ID_NAME, ROOT_INODE, NoSuchEntry
+from openai_fs.core.namespace import BY_ID_INODE, BY_ID_NAME, ROOT_INODE, NoSuchEntry
 
 from .helpers import write_and_commit
 

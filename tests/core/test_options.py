@@ -1,4 +1,4 @@
-"""Mount options (openai_fs/options.py): sizes, ``-o`` lists as mount(8) and fstab pass them,
+"""Mount options (openai_fs/commands/options.py): sizes, ``-o`` lists as mount(8) and fstab pass them,
 flags over ``-o``, and range checks."""
 
 from __future__ import annotations
@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from openai_fs import options
-from openai_fs.options import MountOptions, OptionError, parse_size
+from openai_fs.commands import options
+from openai_fs.commands.options import MountOptions, OptionError, parse_size
 
 KiB, MiB, GiB = 1024, 1024 ** 2, 1024 ** 3
 

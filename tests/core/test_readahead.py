@@ -1,5 +1,5 @@
-"""The kernel's read-ahead window (openai_fs/readahead.py) and the mount table lookup
-(openai_fs/mountinfo.py), against files standing in for sysfs and /proc/self/mountinfo."""
+"""The kernel's read-ahead window (openai_fs/core/readahead.py) and the mount table lookup
+(openai_fs/fuse/mountinfo.py), against files standing in for sysfs and /proc/self/mountinfo."""
 
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from openai_fs import mountinfo, readahead
+from openai_fs.core import readahead
+from openai_fs.fuse import mountinfo
 
 KiB, MiB = 1024, 1024 * 1024
 DEVICE = "0:57"
@@ -26,14 +27,14 @@ def knob(sysfs: Path) -> str:
 
 
 def test_the_window_is_written_in_kib_and_logged(sysfs, caplog):
-    caplog.set_level(logging.INFO, logger="openai_fs.readahead")
+    caplog.set_level(logging.INFO, logger="openai_fs.core.readahead")
     assert readahead.apply(DEVICE, 1 * MiB, sysfs) == 1 * MiB
     assert knob(sysfs) == "1024"
     assert "kernel read-ahead for this mount: 1024 KiB (was 128 KiB)" in caplog.text
 
 
 def test_zero_keeps_the_kernels_window_and_an_equal_one_is_not_written_again(sysfs, caplog):
-    caplog.set_level(logging.INFO, logger="openai_fs.readahead")
+    caplog.set_level(logging.INFO, logger="openai_fs.core.readahead")
     assert readahead.apply(DEVICE, 0, sysfs) == 128 * KiB
     assert readahead.apply(DEVICE, 128 * KiB, sysfs) == 128 * KiB
     assert knob(sysfs) == "128" and caplog.text == ""
@@ -41,7 +42,7 @@ def test_zero_keeps_the_kernels_window_and_an_equal_one_is_not_written_again(sys
 
 def test_without_root_the_window_stays_and_the_log_says_how_to_raise_it(
         sysfs, caplog, monkeypatch):
-    caplog.set_level(logging.INFO, logger="openai_fs.readahead")
+    caplog.set_level(logging.INFO, logger="openai_fs.core.readahead")
 
     def refuse(self, *args, **kwargs):
         raise PermissionError(13, "Permission denied", str(self))
@@ -57,7 +58,7 @@ def test_without_root_the_window_stays_and_the_log_says_how_to_raise_it(
 
 
 def test_a_device_without_the_knob_is_left_alone(tmp_path, caplog):
-    caplog.set_level(logging.INFO, logger="openai_fs.readahead")
+    caplog.set_level(logging.INFO, logger="openai_fs.core.readahead")
     assert readahead.window(DEVICE, tmp_path) is None
     assert readahead.apply(DEVICE, 1 * MiB, tmp_path) is None
     assert "stays at unknown" in caplog.text and "No such file or directory" in caplog.text

@@ -1,4 +1,4 @@
-"""Uploads, replacements, deletes and moves (openai_fs/uploads.py), against the fake API."""
+"""Uploads, replacements, deletes and moves (openai_fs/core/uploads.py), against the fake API."""
 
 from __future__ import annotations
 
@@ -11,10 +11,10 @@ import random
 
 import pytest
 
-from openai_fs import purposes
-from openai_fs.errors import FSError, RuleViolation, UploadFailed
-from openai_fs.names import SLASH
-from openai_fs.uploads import UploadSettings
+from openai_fs.core import purposes
+from openai_fs.core.errors import FSError, RuleViolation, UploadFailed
+from openai_fs.core.names import SLASH
+from openai_fs.core.uploads import UploadSettings
 
 from .helpers import close, new_file, rewrite, write_and_commit
 

@@ -7,7 +7,7 @@ import time
 import httpx
 import pytest
 
-from openai_fs import purposes
+from openai_fs.core import purposes
 from openai_fs.emulator.control import EmulatorProcess
 
 from .helpers import TEST_API_KEY, MiB, assert_error, chunks, created, multipart_stream, post_file

@@ -11,7 +11,7 @@ import sys
 import httpx
 import pytest
 
-from openai_fs import purposes
+from openai_fs.core import purposes
 from openai_fs.emulator.control import EmulatorControlError, EmulatorProcess
 
 from .helpers import created, post_file

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from openai_fs import purposes
+from openai_fs.core import purposes
 
 from .helpers import MiB, assert_error, chunks, created, multipart_stream
 

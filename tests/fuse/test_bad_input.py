@@ -125,7 +125,7 @@ LOG_LINE = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3} "
 def test_a_name_with_a_newline_cannot_forge_a_line_of_the_log(mount, seed):
     """Names come from the server (anyone with the key can upload any name) and go into the
     log; a newline in one must not start a new, made-up log line."""
-    forged = "notes\n2030-01-01 00:00:00.000 ERROR openai_fs.fs: forged line.txt"
+    forged = "notes\n2030-01-01 00:00:00.000 ERROR openai_fs.fuse.operations: forged line.txt"
     seed(forged, "assistants", b"x")
     mounted = mount()
     mounted.expect_log(r"forged line")      # asserted below
@@ -135,7 +135,7 @@ def test_a_name_with_a_newline_cannot_forge_a_line_of_the_log(mount, seed):
     lines = mounted.log().splitlines()
     assert all(LOG_LINE.match(line) for line in lines)
     [line] = [line for line in lines if "forged line" in line]
-    assert " INFO openai_fs.uploads: deleted assistants/notes" in line, \
+    assert " INFO openai_fs.core.uploads: deleted assistants/notes" in line, \
         f"the name made a log line of its own: {line!r}"
 
 

@@ -1,4 +1,4 @@
-"""Uploads that begin while the file is still being written (openai_fs/early_upload.py).
+"""Uploads that begin while the file is still being written (openai_fs/core/early_upload.py).
 
 A file written past 8 MiB starts its POST /files before close(); whatever the writer does
 afterwards (rewrites, renames, rm, failures), the server must end with exactly what the file

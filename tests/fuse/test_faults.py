@@ -131,7 +131,7 @@ def test_a_download_dropped_midway_resumes_and_a_persistent_drop_is_eio(mount, e
     assert ranges[0] is None and ranges[1] is not None and ranges[1].startswith("bytes=")
     other = seed("other.bin", "assistants", b"z" * 200_000)
     control.add_fault("truncate", path=f"/files/{other['id']}/content", after_bytes=1000)
-    mounted.expect_log(rf"ERROR openai_fs.fs: read: GET /files/{other['id']}/content")
+    mounted.expect_log(rf"ERROR openai_fs.fuse.operations: read: GET /files/{other['id']}/content")
     result = subprocess.run(["cat", str(mounted / ".by-id" / other["id"])],
                             capture_output=True, timeout=120)
     assert result.returncode != 0 and b"Input/output error" in result.stderr

@@ -71,7 +71,7 @@ from hypothesis.stateful import (
     run_state_machine_as_test,
 )
 
-from openai_fs import names
+from openai_fs.core import names
 from fusetools import delete_on_server, upload_on_server
 
 WRITABLE = ("assistants", "batch", "evals", "fine-tune", "user_data", "vision")

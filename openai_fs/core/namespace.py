@@ -19,7 +19,7 @@ from typing import Callable, Iterable, Protocol
 
 import trio
 
-from openai_fs import names, purposes
+from openai_fs.core import names, purposes
 from openai_fs.api import FileObject, FilesClient, NotFoundError
 
 log = logging.getLogger(__name__)

@@ -10,13 +10,14 @@ import argparse
 import importlib
 import sys
 
-from openai_fs import __version__, secrets
+from openai_fs import __version__
+from openai_fs.commands import secrets
 
 #: subcommand -> (module, one-line help)
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
-    "mount": ("openai_fs.mount", "mount the Files API on a directory"),
-    "unmount": ("openai_fs.unmount", "wait for uploads in flight, then unmount"),
-    "status": ("openai_fs.status", "show uploads in flight, failures, cache use and requests"),
+    "mount": ("openai_fs.commands.mount", "mount the Files API on a directory"),
+    "unmount": ("openai_fs.commands.unmount", "wait for uploads in flight, then unmount"),
+    "status": ("openai_fs.commands.status", "show uploads in flight, failures, cache use and requests"),
     "serve": ("openai_fs.emulator.server",
               "run the local emulator of the Files and Uploads API"),
 }

@@ -10,7 +10,7 @@ import sys
 import time
 from pathlib import Path
 
-from openai_fs.status import StatusError, describe_transfer, read_status
+from openai_fs.commands.status import StatusError, describe_transfer, read_status
 
 DESCRIPTION = """\
 Unmount MOUNTPOINT once the uploads in flight there have finished (their progress is shown

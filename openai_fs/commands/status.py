@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from openai_fs.namespace import CONTROL_NAME
+from openai_fs.core.namespace import CONTROL_NAME
 
 DESCRIPTION = """\
 Show what the mount on MOUNTPOINT is doing: uploads in flight (bytes sent of total, rate),

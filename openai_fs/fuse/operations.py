@@ -20,11 +20,12 @@ from typing import Any, Callable
 import pyfuse3
 import trio
 
-from openai_fs import names, openers
+from openai_fs.core import names
+from openai_fs.fuse import openers
 from openai_fs.api import APIError, FileObject
-from openai_fs.cache import ContentCache
-from openai_fs.errors import FSError, errno_for, log_level_for
-from openai_fs.namespace import (
+from openai_fs.core.cache import ContentCache
+from openai_fs.core.errors import FSError, errno_for, log_level_for
+from openai_fs.core.namespace import (
     CONTROL_INODE,
     CONTROL_NAME,
     ROOT_INODE,
@@ -34,7 +35,7 @@ from openai_fs.namespace import (
     NoSuchEntry,
     PurposeDir,
 )
-from openai_fs.uploads import LocalFile, UploadEngine, _not_writable
+from openai_fs.core.uploads import LocalFile, UploadEngine, _not_writable
 
 log = logging.getLogger(__name__)
 

@@ -23,15 +23,18 @@ from pathlib import Path
 import pyfuse3
 import trio
 
-from openai_fs import __version__, allocator, logs, mountinfo, readahead
+from openai_fs import __version__
+from openai_fs.commands import allocator, logs
+from openai_fs.core import readahead
+from openai_fs.fuse import mountinfo
 from openai_fs.api import APIError, AuthenticationError, FilesClient, PermissionDeniedError
 from openai_fs.api.retry import RetryPolicy
-from openai_fs.cache import ContentCache, DiskCache
-from openai_fs.fs import Operations, Ownership, invalidate_entry
-from openai_fs.namespace import Namespace
-from openai_fs.options import MountOptions, OptionError, add_mount_arguments, from_arguments
-from openai_fs.secrets import KeyFileError, Secret, key_from_environment, read_key_file
-from openai_fs.uploads import UploadEngine, UploadSettings
+from openai_fs.core.cache import ContentCache, DiskCache
+from openai_fs.fuse.operations import Operations, Ownership, invalidate_entry
+from openai_fs.core.namespace import Namespace
+from openai_fs.commands.options import MountOptions, OptionError, add_mount_arguments, from_arguments
+from openai_fs.commands.secrets import KeyFileError, Secret, key_from_environment, read_key_file
+from openai_fs.core.uploads import UploadEngine, UploadSettings
 
 log = logging.getLogger(__name__)
 

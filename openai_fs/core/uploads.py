@@ -30,7 +30,7 @@ from pathlib import Path
 
 import trio
 
-from openai_fs import names, purposes
+from openai_fs.core import names, purposes
 from openai_fs.api import (
     APIError,
     APIStatusError,
@@ -40,16 +40,16 @@ from openai_fs.api import (
     NotFoundError,
 )
 from openai_fs.api.retry import may_have_taken_effect
-from openai_fs.cache import ContentCache
-from openai_fs.early_upload import (
+from openai_fs.core.cache import ContentCache
+from openai_fs.core.early_upload import (
     LET_GO_SPAN,
     START_BYTES,
     Abandoned,
     EarlyUpload,
     let_go_behind,
 )
-from openai_fs.errors import FSError, RuleViolation, UploadFailed, errno_for
-from openai_fs.namespace import FileEntry, Namespace, PurposeDir
+from openai_fs.core.errors import FSError, RuleViolation, UploadFailed, errno_for
+from openai_fs.core.namespace import FileEntry, Namespace, PurposeDir
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +73,7 @@ class UploadSettings:
     part_size: int = 16 * purposes.MiB
     concurrency: int = 4
     expires_after: int | None = None
-    #: start uploading a large file while it is written (see openai_fs.early_upload)
+    #: start uploading a large file while it is written (see openai_fs.core.early_upload)
     early: bool = True
 
 

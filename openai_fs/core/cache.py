@@ -34,7 +34,7 @@ import cachetools
 import trio
 
 from openai_fs.api import FileObject, FilesClient
-from openai_fs.download_ring import RING_BYTES, RingDownload, RingPool, direct_io
+from openai_fs.core.download_ring import RING_BYTES, RingDownload, RingPool, direct_io
 
 if TYPE_CHECKING:
     import outcome       # trio's own dependency: what a worker thread hands back
