@@ -48,7 +48,7 @@ def with_openai_fs(args: argparse.Namespace, base_url: str, key: str) -> dict:
     import trio
 
     from openai_fs.api.client import FilesClient
-    from openai_fs.commands.secrets import Secret
+    from openai_fs.api.secret import Secret
 
     async def transfer() -> dict:
         client = FilesClient(api_key=Secret(key), base_url=base_url)

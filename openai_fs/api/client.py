@@ -36,7 +36,7 @@ from openai_fs.api.errors import (
 )
 from openai_fs.api.models import ExpiresAfter, FileObject, FilePage, Upload, UploadPart
 from openai_fs.api.retry import RetryPolicy, may_have_taken_effect, parse_retry_after
-from openai_fs.commands.secrets import Secret, redact
+from openai_fs.api.secret import Secret, redact
 
 log = logging.getLogger(__name__)
 

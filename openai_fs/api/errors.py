@@ -19,7 +19,7 @@
 
 Every error names the request (method and path, never headers) and, for status errors, the
 server's message, ``type``, ``code``, ``param`` and ``x-request-id``. Messages pass through
-:func:`openai_fs.commands.secrets.redact` first, so a server that echoes a key does not leak it.
+:func:`openai_fs.api.secret.redact` first, so a server that echoes a key does not leak it.
 """
 
 from __future__ import annotations

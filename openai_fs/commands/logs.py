@@ -12,7 +12,7 @@ import time
 from collections import deque
 from pathlib import Path
 
-from openai_fs.commands.secrets import Secret, redact
+from openai_fs.api.secret import Secret, redact
 
 FORMAT = "%(asctime)s.%(msecs)03d %(levelname)s %(name)s: %(message)s"
 DATE_FORMAT = "%Y-%m-%d %H:%M:%S"

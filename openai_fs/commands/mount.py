@@ -33,7 +33,8 @@ from openai_fs.core.cache import ContentCache, DiskCache
 from openai_fs.fuse.operations import Operations, Ownership, invalidate_entry
 from openai_fs.core.namespace import Namespace
 from openai_fs.commands.options import MountOptions, OptionError, add_mount_arguments, from_arguments
-from openai_fs.commands.secrets import KeyFileError, Secret, key_from_environment, read_key_file
+from openai_fs.api.secret import Secret
+from openai_fs.commands.secrets import KeyFileError, key_from_environment, read_key_file
 from openai_fs.core.uploads import UploadEngine, UploadSettings
 
 log = logging.getLogger(__name__)

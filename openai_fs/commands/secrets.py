@@ -1,50 +1,19 @@
-"""The API key: loading it, keeping it out of reprs, and scrubbing it from text.
-
-The key is held in a :class:`Secret`, whose ``repr``/``str`` never show it; only
-:meth:`Secret.reveal` returns it, and only the HTTP auth hook calls that.
-"""
+"""The API key: read from a key file or the environment, and kept out of a mount's
+``/proc/PID/environ`` (see :func:`restart_without_key`). Holding it and scrubbing it from
+text is :mod:`openai_fs.api.secret`'s job."""
 
 from __future__ import annotations
 
 import os
-import re
 import stat
 import sys
 from pathlib import Path
 
-#: Anything that looks like an OpenAI key (``sk-...``, ``sk-proj-...``), masked or not.
-_KEY_LIKE = re.compile(r"\bsk-[A-Za-z0-9_\-*]{3,}")
-
-
-class Secret:
-    """A string that does not show itself."""
-
-    __slots__ = ("_value",)
-
-    def __init__(self, value: str) -> None:
-        self._value = value
-
-    def reveal(self) -> str:
-        return self._value
-
-    def __repr__(self) -> str:
-        return "Secret('***')"
-
-    __str__ = __repr__
-
-    def __reduce__(self):  # never pickle the value into some file by accident
-        raise TypeError("a Secret cannot be pickled")
+from openai_fs.api.secret import Secret
 
 
 class KeyFileError(Exception):
     """The key file cannot be used (missing, empty, or readable by others)."""
-
-
-def redact(text: str, secret: Secret | None = None) -> str:
-    """``text`` with the key, and anything shaped like a key, replaced by ``***``."""
-    if secret is not None and secret.reveal():
-        text = text.replace(secret.reveal(), "***")
-    return _KEY_LIKE.sub("sk-***", text)
 
 
 def read_key_file(path: str | os.PathLike[str]) -> Secret:

@@ -24,7 +24,7 @@ from openai_fs.api import (
 )
 from openai_fs.api.client import RESUME_PROGRESS
 from openai_fs.emulator.control import EmulatorProcess
-from openai_fs.commands.secrets import Secret
+from openai_fs.api.secret import Secret
 
 MiB = 1024 * 1024
 KEY = "sk-client-test-KEYKEYKEY-0123456789"

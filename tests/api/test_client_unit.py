@@ -22,7 +22,7 @@ from openai_fs.api import (
     RetryPolicy,
     ServerError,
 )
-from openai_fs.commands.secrets import Secret
+from openai_fs.api.secret import Secret
 
 KEY = "sk-test-SECRETSECRETSECRET1234"
 

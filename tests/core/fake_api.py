@@ -25,7 +25,7 @@ import httpx
 import trio
 
 from openai_fs.api import FilesClient, RetryPolicy
-from openai_fs.commands.secrets import Secret
+from openai_fs.api.secret import Secret
 
 BASE_URL = "http://test/v1"
 FIRST_CREATED_AT = 1_700_000_000
