@@ -8,15 +8,12 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from openai_fs.core import purposes, readahead
+from openai_fs.core import purposes, readahead, sizes
 
-_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(i?b?)\s*$", re.IGNORECASE)
-_UNITS = {"": 1, "k": 1024, "m": 1024 ** 2, "g": 1024 ** 3, "t": 1024 ** 4}
 #: mount(8) options that mean nothing to us (accepted so fstab lines work)
 _IGNORED = {"rw", "dev", "nodev", "suid", "nosuid", "exec", "noexec", "auto", "noauto",
             "user", "nouser", "users", "_netdev", "defaults", "async", "atime", "noatime",
@@ -29,11 +26,10 @@ class OptionError(ValueError):
 
 def parse_size(text: str) -> int:
     """``512``, ``64K``, ``1.5G``, ``256MiB`` -> bytes (binary units)."""
-    match = _SIZE.match(str(text))
-    if not match:
-        raise OptionError(f"not a size: {text!r} (use a number with an optional K, M, G or T)")
-    number, unit, _ = match.groups()
-    return int(float(number) * _UNITS[unit.lower()])
+    try:
+        return sizes.parse_size(text)
+    except ValueError as exc:
+        raise OptionError(str(exc)) from None
 
 
 def _seconds(text: str) -> float:

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import uvicorn
 
+from openai_fs.core.sizes import parse_size
 from openai_fs.emulator.app import EmulatorApp, RuntimeConfig
-from openai_fs.commands.options import OptionError, parse_size
 from openai_fs.emulator.faults import FaultRule, parse_spec
 from openai_fs.emulator.samples import seed_demo
 from openai_fs.emulator.store import Store
@@ -47,7 +47,7 @@ def default_data_dir() -> Path:
 def _bandwidth(text: str) -> float:
     try:
         value = parse_size(text)
-    except OptionError as exc:
+    except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
     if value <= 0:
         raise argparse.ArgumentTypeError("the bandwidth must be positive")
