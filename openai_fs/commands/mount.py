@@ -2,9 +2,9 @@
 
 The order of events: options and key are checked; the process forks unless ``-f`` (the parent
 waits and exits 0 only once the mount is live, or 1 with the one-line reason why not); the
-child checks the credentials with one listing call, builds the core (client, namespace,
-caches, upload engine), mounts, and serves FUSE requests until ``fusermount3 -u``, ``openai-fs
-unmount`` or a signal. SIGINT/SIGTERM wait for uploads in flight before unmounting (a second
+child checks the credentials with one listing call, builds the core
+(:class:`~openai_fs.core.filesystem.FileSystem`), mounts, and serves FUSE requests
+(:mod:`openai_fs.fuse.mounting`) until ``fusermount3 -u``, ``openai-fs unmount`` or a signal. SIGINT/SIGTERM wait for uploads in flight before unmounting (a second
 signal does not wait); SIGUSR1 writes every thread's stack to the log.
 """
 
@@ -20,22 +20,26 @@ import tempfile
 import time
 from pathlib import Path
 
-import pyfuse3
 import trio
 
 from openai_fs import __version__
-from openai_fs.commands import allocator, logs
-from openai_fs.core import readahead
-from openai_fs.fuse import mountinfo
 from openai_fs.api import APIError, AuthenticationError, FilesClient, PermissionDeniedError
 from openai_fs.api.retry import RetryPolicy
-from openai_fs.core.cache import ContentCache, DiskCache
-from openai_fs.fuse.operations import Operations, Ownership, invalidate_entry
-from openai_fs.core.namespace import Namespace
-from openai_fs.commands.options import MountOptions, OptionError, add_mount_arguments, from_arguments
 from openai_fs.api.secret import Secret
+from openai_fs.commands import allocator, logs
+from openai_fs.commands.options import (
+    MountOptions,
+    OptionError,
+    add_mount_arguments,
+    from_arguments,
+)
 from openai_fs.commands.secrets import KeyFileError, key_from_environment, read_key_file
-from openai_fs.core.uploads import UploadEngine, UploadSettings
+from openai_fs.core import readahead
+from openai_fs.core.filesystem import CoreSettings, FileSystem
+from openai_fs.core.uploader import UploadSettings
+from openai_fs.fuse import mounting
+from openai_fs.fuse.kernel_cache import FuseKernelCache
+from openai_fs.fuse.operations import Operations, Ownership
 
 log = logging.getLogger(__name__)
 
@@ -195,76 +199,53 @@ async def _serve(options: MountOptions, client: FilesClient, readiness: Readines
             raise MountFailed(f"cannot use the cache folder {cache_dir}: {exc.strerror}") \
                 from None
         started = time.time()
-        # resolved now: once mounted, resolving it would ask this very process (a deadlock)
         mountpoint = os.path.realpath(options.mountpoint)
-        async with trio.open_nursery() as nursery:
-            disk = DiskCache(cache_dir, options.disk_cache_size, server=client.base_url)
-            await trio.to_thread.run_sync(disk.scan)
-            cache = ContentCache(client, memory_bytes=options.cache_size, disk=disk,
-                                 nursery=nursery)
-            namespace = Namespace(client, dir_ttl=options.dir_ttl, read_only=options.read_only,
-                                  on_invalidate=invalidate_entry)
-            uploads = UploadEngine(client, namespace, cache, UploadSettings(
+        settings = CoreSettings(
+            cache_dir=cache_dir, dir_ttl=options.dir_ttl, read_only=options.read_only,
+            memory_cache_bytes=options.cache_size, disk_cache_bytes=options.disk_cache_size,
+            uploads=UploadSettings(
                 multipart_threshold=options.multipart_threshold, part_size=options.part_size,
                 concurrency=options.upload_concurrency, expires_after=options.expires_after,
-                early=not options.upload_on_close),
-                cache_dir, nursery=nursery)
-
-            def status() -> dict[str, object]:
-                return {"pid": os.getpid(), "version": __version__,
-                        "mountpoint": mountpoint,
-                        "server": client.base_url, "read_only": options.read_only,
-                        "started": started, "uploads": uploads.statistics(),
-                        "read_ahead": None if mounted is None
-                        else readahead.window(mounted.device),
-                        "cache": cache.statistics(), "requests": client.stats.as_dict(),
-                        "open_files": operations.open_handles(),
-                        "problems": list(problems.records)}
-
-            nursery.start_soon(uploads.cancel_abandoned_uploads)
-            operations = Operations(namespace, cache, uploads,
-                                    owner=Ownership(options.uid, options.gid), status=status)
-            fuse_options = set(pyfuse3.default_options) | {"fsname=openai-fs",
-                                                           "subtype=openai-fs"}
-            if options.read_only:
-                fuse_options.add("ro")
-            if options.allow_other:
-                fuse_options.add("allow_other")
+                early=not options.upload_on_close))
+        async with trio.open_nursery() as nursery:
+            core = FileSystem(client, settings, nursery=nursery, kernel=FuseKernelCache())
             try:
-                pyfuse3.init(operations, str(options.mountpoint), fuse_options)
-            except RuntimeError as exc:
-                uploads.close()
-                raise MountFailed(f"cannot mount on {options.mountpoint}: {exc}") from None
-            mounted = mountinfo.find(mountpoint)
-            if mounted is not None:
-                operations.mount_id = mounted.mount_id
-                nursery.start_soon(_widen_read_ahead, operations, mounted.device,
-                                   options.read_ahead)
-            clean = False
-            try:
-                nursery.start_soon(_stop_on_signal, uploads, options.mountpoint)
-                log.info("openai-fs %s: %s mounted on %s", __version__, client.base_url,
-                         options.mountpoint)
-                readiness.ready()
-                await pyfuse3.main()
-                clean = True
+                await core.start()
+
+                def status() -> dict[str, object]:
+                    mounted = operations.mounted
+                    return {"pid": os.getpid(), "version": __version__,
+                            "mountpoint": mountpoint,
+                            "server": client.base_url, "read_only": options.read_only,
+                            "started": started, "uploads": core.files.statistics(),
+                            "read_ahead": None if mounted is None
+                            else readahead.window(mounted.device),
+                            "cache": core.cache.statistics(),
+                            "requests": client.stats.as_dict(),
+                            "open_files": operations.open_handles(),
+                            "problems": list(problems.records)}
+
+                operations = Operations(core, owner=Ownership(options.uid, options.gid),
+                                        status=status)
+
+                def mounted() -> None:
+                    log.info("openai-fs %s: %s mounted on %s", __version__, client.base_url,
+                             options.mountpoint)
+                    readiness.ready()
+
+                try:
+                    await mounting.serve(
+                        operations, options.mountpoint, read_ahead=options.read_ahead,
+                        options=mounting.fuse_options(read_only=options.read_only,
+                                                      allow_other=options.allow_other),
+                        on_mounted=mounted)
+                except mounting.MountError as exc:
+                    raise MountFailed(str(exc)) from None
             finally:
-                with trio.CancelScope(shield=True):
-                    await uploads.upload_held()     # temporary files nobody renamed
                 nursery.cancel_scope.cancel()
-                pyfuse3.close(unmount=clean)
-                cache.close()
-                uploads.close()
-                log.info("unmounted %s", options.mountpoint)
+                core.close()
+        log.info("unmounted %s", options.mountpoint)
     return 0
-
-
-async def _widen_read_ahead(operations: Operations, device: str, window: int) -> None:
-    """The kernel takes the window from the INIT answer (which can only lower it), so it is
-    set as soon as that answer is out: before the kernel's next request is served, so before
-    any file is opened (an open file keeps the window it was opened with)."""
-    await operations.initialized.wait()
-    readahead.apply(device, window)
 
 
 async def _check_credentials(client: FilesClient) -> None:
@@ -276,25 +257,6 @@ async def _check_credentials(client: FilesClient) -> None:
             from None
     except APIError as exc:
         raise MountFailed(f"cannot list files at {client.base_url}: {exc}") from None
-
-
-async def _stop_on_signal(uploads: UploadEngine, mountpoint: Path) -> None:
-    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-        async with trio.open_nursery() as nursery:
-            async for signum in signals:
-                if nursery.child_tasks or not uploads.transfers:
-                    # a second signal, or nothing to wait for
-                    pyfuse3.terminate()
-                    return
-                log.info("%s: unmounting %s once %d upload(s) in flight finish (signal again "
-                         "to stop now)", signal.Signals(signum).name, mountpoint,
-                         len(uploads.transfers))
-
-                async def finish_then_stop() -> None:
-                    await uploads.wait_idle()
-                    pyfuse3.terminate()
-
-                nursery.start_soon(finish_then_stop)
 
 
 class DemoServer:

@@ -25,6 +25,7 @@ import hashlib
 import logging
 import os
 import secrets
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -325,6 +326,20 @@ class ContentCache:
         if download.error is not None:
             raise download.error
         return self.disk.has(file)
+
+    async def copy_into(self, file: FileObject, path: Path, fd: int) -> None:
+        """Write the whole content of ``file`` into the local file ``path`` (open as ``fd``):
+        copied from the disk cache when it is there, else streamed from the server. An empty
+        file needs nothing (and nothing is lost if it is gone from the server since)."""
+        if file.bytes == 0:
+            return
+        if self.disk.has(file):
+            await trio.to_thread.run_sync(shutil.copyfile, self.disk.path(file.id), path)
+            return
+        at = 0
+        async for _, chunk in self.client.stream_content(file.id):
+            await trio.to_thread.run_sync(os.pwrite, fd, chunk, at)
+            at += len(chunk)
 
     def _fetch_whole(self, file: FileObject, offset: int) -> bool:
         if not self.disk.fits(file.bytes):

@@ -3,8 +3,8 @@
 Built from ``GET /files?purpose=P`` listings (cached for ``dir_ttl`` seconds) plus what the mount
 itself changed since (files it created, uploaded, deleted or renamed show at once, even before a
 listing confirms them). Knows nothing of FUSE: it hands out :class:`Directory` and
-:class:`FileEntry` objects, and reports names that went away through ``on_invalidate`` so the
-adapter can drop them from the kernel's cache.
+:class:`FileEntry` objects, and tells the kernel's cache (:mod:`openai_fs.core.kernel_cache`)
+about names that went away.
 
 Concurrency: everything here runs on the trio loop. Methods without ``await`` are atomic; the
 only awaits are listing and retrieve calls, after which state is re-read, never assumed.
@@ -15,12 +15,14 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Iterable, Protocol
+from typing import Iterable, Protocol
 
 import trio
 
 from openai_fs.core import names, purposes
 from openai_fs.api import FileObject, FilesClient, NotFoundError
+from openai_fs.core.errors import AlreadyExists, NoSuchEntry
+from openai_fs.core.kernel_cache import KernelCache, NoKernelCache
 
 log = logging.getLogger(__name__)
 
@@ -33,10 +35,6 @@ _FIRST_PURPOSE_INODE = 10
 _FIRST_DYNAMIC_INODE = 1000
 #: how long the mount trusts its own changes over a listing that does not show them yet
 OVERLAY_SECONDS = 300.0
-
-
-class NoSuchEntry(LookupError):
-    """No file or directory of that name or inode."""
 
 
 class LocalContent(Protocol):
@@ -132,12 +130,12 @@ class Namespace:
 
     def __init__(self, client: FilesClient, *, dir_ttl: float = 30.0, read_only: bool = False,
                  quota: int = purposes.PROJECT_QUOTA_BYTES,
-                 on_invalidate: Callable[[int, str], None] | None = None) -> None:
+                 kernel: KernelCache | None = None) -> None:
         self.client = client
         self.quota = quota
         self.dir_ttl = dir_ttl
         self.read_only = read_only
-        self._on_invalidate = on_invalidate or (lambda parent, name: None)
+        self.kernel = kernel or NoKernelCache()
         self._nodes: dict[int, Node] = {}
         self._inode_of_id: dict[str, int] = {}
         self._next_inode = _FIRST_DYNAMIC_INODE
@@ -299,7 +297,7 @@ class Namespace:
 
     def check_new_name(self, directory: PurposeDir, name: str) -> None:
         if name in directory.by_name:
-            raise FileExistsError(name)
+            raise AlreadyExists(f"{directory.name}/{name}")
 
     def add_unsent(self, directory: PurposeDir, name: str, local: LocalContent) -> FileEntry:
         """A new file, created here and not uploaded yet."""
@@ -464,9 +462,9 @@ class Namespace:
             del directory.unsent[entry.name]
         entry.removed = True
         if notify and entry.name:
-            self._on_invalidate(directory.inode, entry.name)
+            self.kernel.forget_name(directory.inode, entry.name)
             if entry.file is not None:
-                self._on_invalidate(BY_ID_INODE, entry.file.id)
+                self.kernel.forget_name(BY_ID_INODE, entry.file.id)
         if entry.lookups == 0:
             self._nodes.pop(entry.inode, None)
 
@@ -506,4 +504,4 @@ class Namespace:
         if notify:
             for name, entry in old.items():
                 if by_name.get(name) is not entry:
-                    self._on_invalidate(directory.inode, name)
+                    self.kernel.forget_name(directory.inode, name)

@@ -12,7 +12,6 @@ import errno
 import functools
 import json
 import logging
-import os
 import stat
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -21,21 +20,26 @@ import pyfuse3
 import trio
 
 from openai_fs.core import names
-from openai_fs.fuse import openers
-from openai_fs.api import APIError, FileObject
-from openai_fs.core.cache import ContentCache
-from openai_fs.core.errors import FSError, errno_for, log_level_for
+from openai_fs.core.errors import FSError, Unexpected, as_fs_error
+from openai_fs.core.filesystem import FileSystem
+from openai_fs.core.handles import (
+    ContentReader,
+    DirectoryHandle,
+    FileHandle,
+    Handle,
+    LocalWriter,
+    SnapshotHandle,
+)
 from openai_fs.core.namespace import (
     CONTROL_INODE,
     CONTROL_NAME,
     ROOT_INODE,
     Directory,
     FileEntry,
-    Namespace,
-    NoSuchEntry,
     PurposeDir,
 )
-from openai_fs.core.uploads import LocalFile, UploadEngine, _not_writable
+from openai_fs.fuse import openers
+from openai_fs.fuse.mountinfo import MountEntry
 
 log = logging.getLogger(__name__)
 
@@ -54,22 +58,6 @@ class Ownership:
     gid: int
 
 
-@dataclass(eq=False)
-class Handle:
-    """An open file: reading a server file, or reading/writing local (spool) bytes."""
-
-    entry: FileEntry | None
-    #: the server file opened for reading (its bytes never change)
-    file: FileObject | None = None
-    #: the spool, when the file was opened for writing or is still being written
-    local: LocalFile | None = None
-    writable: bool = False
-    #: a snapshot served by the control file
-    snapshot: bytes | None = None
-    #: the process that opened it (see ``flush``)
-    opener: int | None = None
-
-
 def _handler(method: Callable[..., Any]) -> Callable[..., Any]:
     """Map every failure of a handler to a FUSEError (see the module docstring)."""
 
@@ -84,7 +72,7 @@ def _handler(method: Callable[..., Any]) -> Callable[..., Any]:
         except pyfuse3.FUSEError:
             raise
         except Exception as exc:  # noqa: BLE001 - this is the one place that must catch all
-            raise self._fuse_error(method.__name__, exc) from None
+            raise _fuse_error(name, exc) from None
 
     return wrapper
 
@@ -95,21 +83,21 @@ class Operations(pyfuse3.Operations):
     supports_dot_lookup = True
     enable_writeback_cache = False
 
-    def __init__(self, namespace: Namespace, cache: ContentCache, uploads: UploadEngine, *,
-                 owner: Ownership, status: Callable[[], dict[str, Any]] | None = None) -> None:
+    def __init__(self, core: FileSystem, *, owner: Ownership,
+                 status: Callable[[], dict[str, Any]] | None = None) -> None:
         super().__init__()
-        self.namespace = namespace
-        self.cache = cache
-        self.uploads = uploads
+        self.core = core
+        self.namespace = core.namespace
+        self.files = core.files
         self.owner = owner
         self._status = status or (lambda: {})
         self._handles: dict[int, Handle] = {}
-        self._dir_listings: dict[int, tuple[list[int], list[tuple[str, Any]]]] = {}
         self._next_fh = 1
         #: the file id whose pages the kernel may hold for an inode (see ``open``)
         self._kernel_cached: dict[int, str] = {}
-        #: the kernel's id of this mount, to recognise its descriptors in /proc (see flush)
-        self.mount_id: int | None = None
+        #: the kernel's entry of this mount (its id recognises its descriptors in /proc, see
+        #: flush), once mounted
+        self.mounted: MountEntry | None = None
         #: set once the kernel's INIT is answered, the handshake that fixes some of its settings
         self.initialized = trio.Event()
 
@@ -183,16 +171,16 @@ class Operations(pyfuse3.Operations):
     @_handler
     async def opendir(self, inode: int, ctx=None) -> int:
         children = await self.namespace.list_directory(inode)
-        fh = self._new_fh()
-        self._dir_listings[fh] = ([node.inode for _, node in children], children)
-        return fh
+        return self._add_handle(DirectoryHandle([node.inode for _, node in children], children))
 
     @_handler
     async def readdir(self, fh: int, start_id: int, token) -> None:
         # Entries are in inode order and ``next_id`` is the inode, so an offset stays valid
         # however the directory changes between two calls.
-        inodes, children = self._dir_listings[fh]
-        for index in range(bisect.bisect_right(inodes, start_id), len(children)):
+        listing = self._handles[fh]
+        assert isinstance(listing, DirectoryHandle)
+        children = listing.children
+        for index in range(bisect.bisect_right(listing.inodes, start_id), len(children)):
             name, node = children[index]
             if not pyfuse3.readdir_reply(token, names.name_bytes(name), self.attributes(node),
                                          node.inode):
@@ -201,7 +189,7 @@ class Operations(pyfuse3.Operations):
 
     @_handler
     async def releasedir(self, fh: int) -> None:
-        self._dir_listings.pop(fh, None)
+        self._handles.pop(fh, None)
 
     @_handler
     async def mkdir(self, parent_inode: int, name: bytes, mode: int, ctx=None):
@@ -236,176 +224,66 @@ class Operations(pyfuse3.Operations):
     async def open(self, inode: int, flags: int, ctx=None) -> pyfuse3.FileInfo:
         if inode == CONTROL_INODE:
             snapshot = (json.dumps(self._status(), indent=2, default=str) + "\n").encode()
-            return pyfuse3.FileInfo(fh=self._add_handle(Handle(None, snapshot=snapshot)),
+            return pyfuse3.FileInfo(fh=self._add_handle(SnapshotHandle(snapshot)),
                                     direct_io=True, keep_cache=False)
-        entry = self._file(inode)
-        if entry.file is None and entry.local is None:
-            raise FSError(errno.ENOENT, f"{entry.directory.name}/{entry.name} is gone",
-                          level=logging.DEBUG)
-        if flags & os.O_ACCMODE != os.O_RDONLY or flags & os.O_TRUNC:
-            return await self._open_for_writing(entry, flags, _pid(ctx))
-        if entry.local is not None:
-            self.uploads.reopened(entry)
-            entry.local.handles += 1
-            fh = self._add_handle(Handle(entry, entry.file, entry.local))
-            return pyfuse3.FileInfo(fh=fh, keep_cache=False)
-        assert entry.file is not None
-        self.cache.pin(entry.file.id)
-        fh = self._add_handle(Handle(entry, entry.file))
-        # The kernel may keep pages of an inode between opens only while its content is the
-        # same file id; after a replacement the stale pages must go.
-        keep = self._kernel_cached.get(inode) == entry.file.id
-        self._kernel_cached[inode] = entry.file.id
-        return pyfuse3.FileInfo(fh=fh, keep_cache=keep)
-
-    async def _open_for_writing(self, entry: FileEntry, flags: int,
-                                opener: int | None) -> pyfuse3.FileInfo:
-        if not entry.writable:
-            raise _not_writable(entry.directory)
-        while True:
-            local = entry.local
-            if local is None or local.failure is not None:
-                if flags & os.O_TRUNC or entry.file is None:
-                    local = self.uploads.new_local(entry.directory, entry.name)
-                else:   # changing a server file in place: its bytes are fetched when needed
-                    local = self.uploads.open_existing(entry)
-                entry.local = local
-                break
-            if not flags & os.O_TRUNC:
-                break
-            async with local.lock:      # not under an upload that is reading the spool
-                if entry.local is local and local.fd >= 0:
-                    local.truncate(0)
-                    break
-            # that upload ended meanwhile and its writer let the spool go: start again
-        self.uploads.reopened(entry)
-        local.handles += 1
-        self._kernel_cached.pop(entry.inode, None)
-        fh = self._add_handle(Handle(entry, entry.file, local, writable=True, opener=opener))
-        return pyfuse3.FileInfo(fh=fh, keep_cache=False)
+        handle = await self.files.open(self._file(inode), flags, _pid(ctx))
+        return self._file_info(inode, handle)
 
     @_handler
     async def create(self, parent_inode: int, name: bytes, mode: int, flags: int, ctx=None):
-        directory = self.namespace.node(parent_inode)
-        text = _text(name)
-        if not isinstance(directory, PurposeDir):
-            raise FSError(errno.EACCES, "files can only be created in a purpose directory",
-                          level=logging.INFO)
         _check_new_name(name)
-        existing = directory.by_name.get(text)
-        if existing is not None:
-            if flags & os.O_EXCL:
-                raise FSError(errno.EEXIST, f"{directory.name}/{text} exists",
-                              level=logging.DEBUG)
-            info = await self._open_for_writing(existing, flags, _pid(ctx))
-            self.namespace.remember(existing)
-            return info, self.attributes(existing)
-        if not names.fits(text):
-            raise FSError(errno.ENAMETOOLONG, f"{text[:40]}...: name too long",
-                          level=logging.INFO)
-        self.uploads.check_new_file(directory, text)
-        local = self.uploads.new_local(directory, text)
-        entry = self.namespace.add_unsent(directory, text, local)
-        local.handles += 1
+        directory = self.namespace.node(parent_inode)
+        handle, entry = await self.files.create(directory, _text(name), flags, _pid(ctx))
         self.namespace.remember(entry)
-        fh = self._add_handle(Handle(entry, None, local, writable=True, opener=_pid(ctx)))
-        return pyfuse3.FileInfo(fh=fh, keep_cache=False), self.attributes(entry)
+        return self._file_info(entry.inode, handle), self.attributes(entry)
+
+    def _file_info(self, inode: int, handle: FileHandle) -> pyfuse3.FileInfo:
+        keep = False
+        if isinstance(handle, ContentReader):
+            # The kernel may keep pages of an inode between opens only while its content is
+            # the same file id; after a replacement the stale pages must go.
+            keep = self._kernel_cached.get(inode) == handle.file.id
+            self._kernel_cached[inode] = handle.file.id
+        elif isinstance(handle, LocalWriter):
+            self._kernel_cached.pop(inode, None)
+        return pyfuse3.FileInfo(fh=self._add_handle(handle), keep_cache=keep)
 
     @_handler
     async def read(self, fh: int, off: int, size: int) -> bytes | memoryview:
         handle = self._handles[fh]
-        if handle.snapshot is not None:
-            return handle.snapshot[off:off + size]
-        local, file = handle.local, handle.file
-        entry = handle.entry
-        if local is None and entry is not None and not entry.removed:
-            # As on a local disk, a descriptor reads what the file holds now: after another
-            # one replaced it (the kernel already shows the new size), the new bytes. Only a
-            # file removed from the namespace (rm) keeps serving the bytes it was opened with.
-            local, file = entry.local, entry.file or file
-        if local is not None:
-            if local.base is not None:
-                await self.uploads.ensure_loaded(local)
-            return local.read(off, size)
-        assert file is not None
+        if isinstance(handle, SnapshotHandle):
+            return handle.data[off:off + size]
         # may be a view that is valid only until the next await: pyfuse3 replies with it first
-        return await self.cache.read_for_reply(file, off, size)
+        return await self.files.read(self._file_handle(fh), off, size)
 
     @_handler
     async def write(self, fh: int, off: int, buf: bytes) -> int:
-        handle = self._handles[fh]
-        if not handle.writable or handle.local is None:
-            raise FSError(errno.EBADF, "not open for writing", level=logging.DEBUG)
-        local = handle.local
-        if local.base is not None:
-            await self.uploads.ensure_loaded(local)
-        if local.lock.locked():     # an upload of this file is running: wait for it
-            async with local.lock:
-                pass
-        written = local.write(off, buf)
-        if handle.entry is not None:
-            self.uploads.wrote(handle.entry, local)
-        return written
+        return await self.files.write(self._file_handle(fh), off, buf)
 
     @_handler
     async def flush(self, fh: int) -> None:
         handle = self._handles[fh]
-        if handle.writable and handle.entry is not None and handle.local is not None:
-            if self.uploads.defers(handle.entry):
-                return      # a temporary file: uploaded when renamed (see UploadEngine.defers)
-            if handle.local.dirty and self._closed_by_a_copy(handle):
-                # A program started by the writer (its copy of the descriptor closes at
-                # exec), a forked child or a dup closed: the writer itself still has the
-                # file open and is not done; its own close uploads. This also spares a
-                # shell's "echo text > file" the upload of an empty file first.
-                log.debug("flush of %s from a copy of the descriptor: upload deferred",
-                          handle.entry.name)
-                return
-            await self.uploads.commit(handle.entry, handle.local)
+        if isinstance(handle, LocalWriter):
+            await self.files.flush(handle, lambda: self._held_by_opener(handle))
 
-    def _closed_by_a_copy(self, handle: Handle) -> bool:
-        if handle.opener is None or self.mount_id is None or handle.entry is None:
+    def _held_by_opener(self, handle: LocalWriter) -> bool:
+        """Whether the process that opened the file still holds it open for writing (so the
+        close being flushed came from a copy of its descriptor)."""
+        if handle.opener is None or self.mounted is None:
             return False
-        return openers.holds_open(handle.opener, self.mount_id, handle.entry.inode) is True
+        return openers.holds_open(handle.opener, self.mounted.mount_id,
+                                  handle.entry.inode) is True
 
     @_handler
     async def fsync(self, fh: int, datasync: bool) -> None:
-        handle = self._handles[fh]
-        if handle.writable and handle.entry is not None and handle.local is not None:
-            if self.uploads.defers(handle.entry):
-                # rsync --fsync and GIO sync their temporary file just before renaming it:
-                # make its spool durable (a later mount recovers it after a crash); the
-                # upload follows at the rename
-                await trio.to_thread.run_sync(os.fsync, handle.local.fd)
-                return
-            await self.uploads.commit(handle.entry, handle.local)
+        await self.files.fsync(self._file_handle(fh))
 
     @_handler
     async def release(self, fh: int) -> None:
         handle = self._handles.pop(fh)
-        entry = handle.entry
-        if handle.local is not None and entry is not None:
-            local = handle.local
-            local.handles -= 1
-            if local.handles > 0:
-                return
-            if local.dirty and local.failure is None and not local.discarded and \
-                    self.uploads.defers(entry):
-                self.uploads.hold(entry, local)
-                return
-            if local.dirty and local.failure is None and not local.discarded:
-                # written without a flush (e.g. through mmap): the last chance to upload
-                try:
-                    await self.uploads.commit(entry, local)
-                except FSError as exc:
-                    log.error("%s", exc.message)
-            if entry.local is local:
-                entry.local = None
-                if local.failure is not None:
-                    self.uploads.refused(entry)
-            self.uploads.release_local(local, entry)
-        elif handle.file is not None:
-            self.cache.unpin(handle.file.id)
+        if not isinstance(handle, SnapshotHandle):
+            assert not isinstance(handle, DirectoryHandle)
+            await self.files.release(handle)
 
     @_handler
     async def setattr(self, inode: int, attr, fields, fh, ctx=None) -> pyfuse3.EntryAttributes:
@@ -413,42 +291,17 @@ class Operations(pyfuse3.Operations):
         if fields.update_size:
             if not isinstance(node, FileEntry):
                 raise FSError(errno.EISDIR, "cannot truncate a directory", level=logging.DEBUG)
-            await self._truncate(node, attr.st_size, self._handles.get(fh) if fh else None)
+            await self.files.truncate(node, attr.st_size, self._file_handle(fh) if fh else None)
         # chmod, chown and utimens succeed and change nothing: modes and times come from the
         # server (see docs/SEMANTICS.md), and failing them breaks cp -p, rsync -a and friends
         return self.attributes(node)
-
-    async def _truncate(self, entry: FileEntry, size: int, handle: Handle | None) -> None:
-        if not entry.writable:
-            raise _not_writable(entry.directory)
-        local = handle.local if handle is not None and handle.local else entry.local
-        if local is not None:
-            if size and local.base is not None:
-                await self.uploads.ensure_loaded(local)
-            local.truncate(size)
-            return
-        if entry.file is not None and size == entry.file.bytes:
-            return
-        # a closed, uploaded file: truncating it is a replacement, done now
-        local = (self.uploads.new_local(entry.directory, entry.name) if size == 0
-                 else await self.uploads.load_existing(entry))
-        entry.local = local
-        local.handles += 1
-        try:
-            local.truncate(size)
-            await self.uploads.commit(entry, local)
-        finally:
-            local.handles -= 1
-            if entry.local is local:
-                entry.local = None
-            self.uploads.release_local(local, entry)
 
     @_handler
     async def unlink(self, parent_inode: int, name: bytes, ctx=None) -> None:
         node = await self.namespace.lookup(parent_inode, _text(name))
         if not isinstance(node, FileEntry):
             raise FSError(errno.EISDIR, f"{_text(name)} is a directory", level=logging.DEBUG)
-        await self.uploads.delete(node)
+        await self.files.unlink(node)
         self._kernel_cached.pop(node.inode, None)
 
     @_handler
@@ -458,21 +311,9 @@ class Operations(pyfuse3.Operations):
             raise FSError(errno.EINVAL, "exchanging two files is not supported",
                           level=logging.INFO)
         source = await self.namespace.lookup(parent_inode_old, _text(name_old))
-        target_dir = self.namespace.node(parent_inode_new)
-        if not isinstance(source, FileEntry) or not isinstance(target_dir, PurposeDir):
-            raise FSError(errno.EPERM, "only files can be moved, and only into a purpose "
-                                       "directory", level=logging.INFO)
         _check_new_name(name_new)
-        new_name = _text(name_new)
-        if not names.fits(new_name):
-            raise FSError(errno.ENAMETOOLONG, "name too long", level=logging.INFO)
-        replaced = target_dir.by_name.get(new_name)
-        if replaced is source:
-            return
-        if replaced is not None and flags & pyfuse3.RENAME_NOREPLACE:
-            raise FSError(errno.EEXIST, f"{target_dir.name}/{new_name} exists",
-                          level=logging.DEBUG)
-        await self.uploads.move(source, target_dir, new_name, replaced)
+        await self.files.rename(source, self.namespace.node(parent_inode_new), _text(name_new),
+                                replace=not flags & pyfuse3.RENAME_NOREPLACE)
 
     # ------------------------------------------------------- xattrs and statfs
 
@@ -560,25 +401,25 @@ class Operations(pyfuse3.Operations):
         self._handles[fh] = handle
         return fh
 
+    def _file_handle(self, fh: int) -> FileHandle:
+        handle = self._handles[fh]
+        assert not isinstance(handle, (DirectoryHandle, SnapshotHandle))
+        return handle
+
     def open_handles(self) -> int:
         return len(self._handles)
 
-    def _fuse_error(self, operation: str, exc: Exception) -> pyfuse3.FUSEError:
-        if isinstance(exc, NoSuchEntry):
-            return pyfuse3.FUSEError(errno.ENOENT)
-        if isinstance(exc, FileExistsError):
-            return pyfuse3.FUSEError(errno.EEXIST)
-        if isinstance(exc, (FSError, APIError)):
-            if not getattr(exc, "logged", False):
-                message = exc.message if isinstance(exc, FSError) else str(exc)
-                log.log(log_level_for(exc), "%s: %s", operation, message)
-                exc.logged = True  # type: ignore[attr-defined]
-            return pyfuse3.FUSEError(errno_for(exc))
-        if isinstance(exc, OSError) and exc.errno:
-            log.warning("%s: %s", operation, exc)
-            return pyfuse3.FUSEError(exc.errno)
-        log.exception("%s failed unexpectedly", operation, exc_info=exc)
-        return pyfuse3.FUSEError(errno.EIO)
+
+def _fuse_error(operation: str, exc: Exception) -> pyfuse3.FUSEError:
+    """The one place a failure becomes an errno: logged once (with the status, the server's
+    message and the request id of an API answer; with the traceback of a bug), then answered."""
+    error = as_fs_error(exc)
+    if isinstance(error, Unexpected):
+        log.error("%s failed unexpectedly", operation, exc_info=exc)
+    elif not getattr(exc, "logged", False):
+        log.log(error.level, "%s: %s", operation, error.message)
+        exc.logged = True  # type: ignore[attr-defined]
+    return pyfuse3.FUSEError(error.errno)
 
 
 def _shown(args: tuple[Any, ...]) -> str:
@@ -613,11 +454,3 @@ def _text(name: bytes) -> str:
         return name.decode("utf-8", "surrogatepass")
     except UnicodeDecodeError:
         return name.decode("utf-8", "surrogateescape")
-
-
-def invalidate_entry(parent_inode: int, name: str) -> None:
-    """Drop a name from the kernel's cache without waiting (from a background thread)."""
-    try:
-        pyfuse3.invalidate_entry_async(parent_inode, names.name_bytes(name), ignore_enoent=True)
-    except Exception as exc:  # noqa: BLE001 - only a cache hint; never fatal
-        log.debug("could not invalidate %s in %d: %s", name, parent_inode, exc)

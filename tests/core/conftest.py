@@ -1,5 +1,6 @@
-"""Fixtures of the core's unit tests: the fake Files API and the mount's parts wired to it,
-as ``mount.py`` wires them, but without FUSE."""
+"""Fixtures of the core's unit tests: the fake Files API and the mount's core wired to it, as
+``openai-fs mount`` wires it (:class:`openai_fs.core.filesystem.FileSystem`), with the FUSE
+adapter on top but no kernel."""
 
 from __future__ import annotations
 
@@ -9,32 +10,50 @@ from pathlib import Path
 import pytest
 
 from openai_fs.api import FilesClient
-from openai_fs.core.cache import ContentCache, DiskCache
+from openai_fs.core.filesystem import CoreSettings, FileSystem
+from openai_fs.core.uploader import UploadSettings
 from openai_fs.fuse.operations import Operations, Ownership
-from openai_fs.core.namespace import Namespace
-from openai_fs.core.uploads import UploadEngine, UploadSettings
 
-from .fake_api import BASE_URL, FakeFilesAPI
+from .fake_api import FakeFilesAPI
 
 MiB = 1024 * 1024
 OWNER = Ownership(uid=1234, gid=5678)
+
+
+class RecordingKernelCache:
+    """Stands for the kernel: records what the core asked it to forget."""
+
+    def __init__(self) -> None:
+        #: (parent inode, name) pairs the core said went away
+        self.names: list[tuple[int, str]] = []
+        self.attributes: list[int] = []
+
+    def forget_name(self, parent_inode: int, name: str) -> None:
+        self.names.append((parent_inode, name))
+
+    def forget_attributes(self, inode: int) -> None:
+        self.attributes.append(inode)
 
 
 @dataclass
 class Core:
     fake: FakeFilesAPI
     client: FilesClient
-    namespace: Namespace
-    disk: DiskCache
-    cache: ContentCache
-    uploads: UploadEngine
+    fs: FileSystem
     ops: Operations
     cache_dir: Path
-    #: (parent inode, name) pairs reported through ``on_invalidate``
-    invalidated: list[tuple[int, str]] = field(default_factory=list)
+    kernel: RecordingKernelCache = field(default_factory=RecordingKernelCache)
+
+    def __getattr__(self, name: str):
+        # the parts of the core: namespace, disk, cache, spool, uploader, changes, files
+        return getattr(self.fs, name)
+
+    @property
+    def invalidated(self) -> list[tuple[int, str]]:
+        return self.kernel.names
 
     def dir(self, purpose: str):
-        return self.namespace.purpose_dirs[purpose]
+        return self.fs.namespace.purpose_dirs[purpose]
 
 
 @pytest.fixture
@@ -53,23 +72,20 @@ async def make_core(fake, tmp_path, nursery):
                     cache_dir: Path | None = None) -> Core:
         cache_dir = cache_dir or tmp_path / "cache"
         client = fake.client(max_retries=max_retries)
-        invalidated: list[tuple[int, str]] = []
-        namespace = Namespace(client, dir_ttl=dir_ttl, read_only=read_only,
-                              on_invalidate=lambda parent, name: invalidated.append(
-                                  (parent, name)))
-        disk = DiskCache(cache_dir, disk_bytes, server=BASE_URL)
-        disk.scan()
-        cache = ContentCache(client, memory_bytes=memory_bytes, disk=disk, nursery=nursery)
-        uploads = UploadEngine(client, namespace, cache, settings or UploadSettings(), cache_dir)
-        ops = Operations(namespace, cache, uploads, owner=OWNER)
-        core = Core(fake, client, namespace, disk, cache, uploads, ops, cache_dir, invalidated)
+        kernel = RecordingKernelCache()
+        fs = FileSystem(client, CoreSettings(
+            cache_dir=cache_dir, dir_ttl=dir_ttl, read_only=read_only,
+            memory_cache_bytes=memory_bytes, disk_cache_bytes=disk_bytes,
+            uploads=settings or UploadSettings()), nursery=nursery, kernel=kernel,
+            background_uploads=False)
+        fs.disk.scan()
+        core = Core(fake, client, fs, Operations(fs, owner=OWNER), cache_dir, kernel)
         made.append(core)
         return core
 
     yield build
     for core in made:
-        core.cache.close()
-        core.uploads.close()
+        core.fs.close()
         await core.client.aclose()
 
 

@@ -1,40 +1,44 @@
-"""What the adapter does to the core for create/open + write + close, as plain calls, so the
-namespace and upload tests can drive the core without Operations."""
+"""Steps of a program writing through the mount, as calls of the core's open files (what the
+FUSE adapter calls for create/open + write + close), for tests that drive the core without
+FUSE."""
 
 from __future__ import annotations
 
+import os
+
+from openai_fs.core.handles import LocalWriter
 from openai_fs.core.namespace import FileEntry
-from openai_fs.core.uploads import LocalFile
 
 
-def new_file(core, purpose: str, name: str, data: bytes = b"") -> tuple[FileEntry, LocalFile]:
-    """``create`` + ``write``: a new file, not uploaded yet."""
-    directory = core.dir(purpose)
-    core.uploads.check_new_file(directory, name)
-    local = core.uploads.new_local(directory, name)
-    entry = core.namespace.add_unsent(directory, name, local)
-    local.write(0, data)
-    return entry, local
+def never() -> bool:
+    """For ``flush``: the close never comes from a copy of the writer's descriptor."""
+    return False
 
 
-def rewrite(core, entry: FileEntry, data: bytes) -> LocalFile:
+async def new_file(core, purpose: str, name: str, data: bytes = b"") -> LocalWriter:
+    """``create`` + ``write``: a new file, not uploaded yet; returns its writer."""
+    writer, _ = await core.files.create(core.dir(purpose), name, os.O_WRONLY | os.O_CREAT,
+                                        None)
+    if data:
+        await core.files.write(writer, 0, data)
+    return writer
+
+
+async def rewrite(core, entry: FileEntry, data: bytes) -> LocalWriter:
     """``open(O_TRUNC)`` + ``write`` of an uploaded file: its replacement, not uploaded yet."""
-    local = core.uploads.new_local(entry.directory, entry.name)
-    entry.local = local
-    local.write(0, data)
-    return local
+    writer = await core.files.open(entry, os.O_WRONLY | os.O_TRUNC, None)
+    await core.files.write(writer, 0, data)
+    return writer
 
 
-def close(core, entry: FileEntry, local: LocalFile) -> None:
-    """``release`` of the last handle."""
-    if entry.local is local:
-        entry.local = None
-    core.uploads.release_local(local, entry)
+async def flush(core, writer: LocalWriter) -> None:
+    """``close()``'s flush: uploads the changes."""
+    await core.files.flush(writer, never)
 
 
 async def write_and_commit(core, purpose: str, name: str, data: bytes) -> FileEntry:
     """create + write + close of a new file, uploaded by the mount."""
-    entry, local = new_file(core, purpose, name, data)
-    await core.uploads.commit(entry, local)
-    close(core, entry, local)
-    return entry
+    writer = await new_file(core, purpose, name, data)
+    await flush(core, writer)
+    await core.files.release(writer)
+    return writer.entry

@@ -7,7 +7,8 @@ import pytest
 import trio
 import trio.testing
 
-from openai_fs.core.namespace import BY_ID_INODE, BY_ID_NAME, ROOT_INODE, NoSuchEntry
+from openai_fs.core.errors import NoSuchEntry
+from openai_fs.core.namespace import BY_ID_INODE, BY_ID_NAME, ROOT_INODE
 
 from .helpers import write_and_commit
 
@@ -233,7 +234,7 @@ async def test_a_delete_stays_hidden_when_a_listing_that_started_before_shows_it
         nursery.start_soon(lambda: core.namespace.refresh(assistants, force=True))
         await trio.testing.wait_all_tasks_blocked()
         assert fake.count("list") == 2
-        await core.uploads.delete(entry)
+        await core.files.unlink(entry)
         release.set()
     assert fake.count("delete") == 1
     assert "doomed.txt" not in assistants.by_name
@@ -247,7 +248,7 @@ async def test_the_overlay_also_covers_a_server_whose_listings_lag(fake, make_co
     assistants = core.dir("assistants")
     doomed = await core.namespace.lookup(assistants.inode, "doomed.txt")
     fake.lag_listings = True            # new files are not listed yet, deleted ones still are
-    await core.uploads.delete(doomed)
+    await core.files.unlink(doomed)
     await write_and_commit(core, "assistants", "new.txt", b"n")
     await trio.sleep(TTL + 1)
     assert await names_in(core, "assistants") == ["new.txt"]

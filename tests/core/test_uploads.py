@@ -1,4 +1,5 @@
-"""Uploads, replacements, deletes and moves (openai_fs/core/uploads.py), against the fake API."""
+"""Uploads, replacements, deletes and moves (openai_fs/core/open_files.py and the modules it
+drives: uploader.py, changes.py, spool.py, rules.py), against the fake API."""
 
 from __future__ import annotations
 
@@ -11,18 +12,18 @@ import random
 
 import pytest
 
-from openai_fs.core import purposes
+from openai_fs.core import purposes, rules
 from openai_fs.core.errors import FSError, RuleViolation, UploadFailed
 from openai_fs.core.names import SLASH
-from openai_fs.core.uploads import UploadSettings
+from openai_fs.core.uploader import UploadSettings
 
-from .helpers import close, new_file, rewrite, write_and_commit
+from .helpers import flush, new_file, rewrite, write_and_commit
 
 PARTS = UploadSettings(multipart_threshold=1000, part_size=300, concurrency=8)
 
 
 def unsent_files(core) -> dict[str, bytes]:
-    folder = core.uploads.unsent_dir
+    folder = core.spool.unsent_dir
     if not folder.exists():
         return {}
     return {path.name: path.read_bytes() for path in folder.iterdir()}
@@ -45,8 +46,9 @@ async def listed(core, purpose: str, name: str):
 
 async def test_a_small_file_is_one_post_files_with_its_name_and_purpose(fake, core):
     data = b"line\n" * 200
-    entry, local = new_file(core, "assistants", "notes.txt", data)
-    await core.uploads.commit(entry, local)
+    writer = await new_file(core, "assistants", "notes.txt", data)
+    entry, local = writer.entry, writer.local
+    await flush(core, writer)
 
     assert fake.kinds() == ["create_file"]
     [call] = fake.of("create_file")
@@ -57,7 +59,7 @@ async def test_a_small_file_is_one_post_files_with_its_name_and_purpose(fake, co
     assert entry.file.id == made["id"] and entry.size == len(data)
     assert core.dir("assistants").by_name["notes.txt"] is entry
     assert not local.dirty and local.failure is None
-    await core.uploads.commit(entry, local)         # a second flush sends nothing
+    await flush(core, writer)                       # a second flush sends nothing
     assert fake.kinds() == ["create_file"]
 
 
@@ -66,8 +68,9 @@ async def test_a_large_file_goes_through_the_uploads_api_with_ordered_parts_and_
     core = await make_core(settings=PARTS)
     data = random.Random(5).randbytes(2000)            # 7 parts of at most 300 bytes
     fake.part_latency = lambda arrival: 10.0 - arrival     # the first to arrive ends last
-    entry, local = new_file(core, "assistants", "big.bin", data)
-    await core.uploads.commit(entry, local)
+    writer = await new_file(core, "assistants", "big.bin", data)
+    entry = writer.entry
+    await flush(core, writer)
 
     assert fake.count("create_file") == 0
     assert fake.kinds()[0] == "create_upload" and fake.kinds()[-1] == "complete_upload"
@@ -88,9 +91,10 @@ async def test_a_failed_upload_is_cancelled_and_its_bytes_kept_in_unsent(fake, m
     core = await make_core(settings=PARTS)
     data = random.Random(6).randbytes(2000)
     fake.fail("upload_part", 400, message="part refused", skip=2)
-    entry, local = new_file(core, "assistants", "big.bin", data)
+    writer = await new_file(core, "assistants", "big.bin", data)
+    entry, local = writer.entry, writer.local
     with pytest.raises(UploadFailed) as caught:
-        await core.uploads.commit(entry, local)
+        await flush(core, writer)
 
     assert caught.value.errno == errno.EINVAL
     assert "part refused" in caught.value.message
@@ -100,21 +104,21 @@ async def test_a_failed_upload_is_cancelled_and_its_bytes_kept_in_unsent(fake, m
     assert fake.files == {}
     assert local.failure is caught.value
     assert list(unsent_files(core).values()) == [data]
-    assert str(core.uploads.unsent_dir) in caught.value.message
+    assert str(core.spool.unsent_dir) in caught.value.message
     assert entry.removed and "big.bin" not in core.dir("assistants").by_name
-    assert [f["path"] for f in core.uploads.failures] == ["assistants/big.bin"]
+    assert [f["path"] for f in core.uploader.failures] == ["assistants/big.bin"]
     with pytest.raises(UploadFailed):                    # a later flush says so again
-        await core.uploads.commit(entry, local)
+        await flush(core, writer)
 
 
 async def test_a_failed_replacement_leaves_the_old_file_under_its_name(fake, core):
     old = fake.add("keep.txt", b"old")
     entry = await listed(core, "assistants", "keep.txt")
-    local = rewrite(core, entry, b"brand new content")
+    writer = await rewrite(core, entry, b"brand new content")
     assert entry.size == len(b"brand new content")
     fake.fail("create_file", 413, message="too large")
     with pytest.raises(UploadFailed) as caught:
-        await core.uploads.commit(entry, local)
+        await flush(core, writer)
 
     assert caught.value.errno == errno.EFBIG
     assert fake.count("delete") == 0 and set(fake.files) == {old["id"]}
@@ -128,11 +132,11 @@ async def test_a_failed_replacement_leaves_the_old_file_under_its_name(fake, cor
     pytest.param("日" * 80 + ".txt", id="long-multibyte-name"),     # 244 bytes: valid
 ])
 async def test_unsent_bytes_survive_the_close_after_a_failed_upload(fake, core, name):
-    entry, local = new_file(core, "assistants", name, b"precious")
+    writer = await new_file(core, "assistants", name, b"precious")
     fake.fail("create_file", 400)
     with pytest.raises(UploadFailed):
-        await core.uploads.commit(entry, local)
-    close(core, entry, local)                       # the release that follows the flush
+        await flush(core, writer)
+    await core.files.release(writer)                # the release that follows the flush
     assert list(unsent_files(core).values()) == [b"precious"]
 
 
@@ -144,26 +148,26 @@ async def test_unsent_bytes_survive_the_close_after_a_failed_upload(fake, core, 
 async def test_files_that_break_a_purposes_rules_are_refused_before_any_request(
         fake, core, purpose, name, code):
     with pytest.raises(FSError) as caught:
-        core.uploads.check_new_file(core.dir(purpose), name)
+        rules.check_new_file(core.dir(purpose), name)
     assert caught.value.errno == code
-    core.uploads.check_new_file(core.dir("batch"), "requests.jsonl")
-    core.uploads.check_new_file(core.dir("fine-tune"), "TRAIN.JSONL")
+    rules.check_new_file(core.dir("batch"), "requests.jsonl")
+    rules.check_new_file(core.dir("fine-tune"), "TRAIN.JSONL")
     assert fake.calls == []
 
 
 async def test_writing_past_the_purposes_limit_is_efbig(fake, core, monkeypatch):
     monkeypatch.setattr(purposes, "max_file_bytes", lambda purpose: 1000)
-    entry, local = new_file(core, "assistants", "big.bin", b"x" * 1000)
+    writer = await new_file(core, "assistants", "big.bin", b"x" * 1000)
     with pytest.raises(RuleViolation) as caught:
-        local.write(1000, b"y")
+        await core.files.write(writer, 1000, b"y")
     assert caught.value.errno == errno.EFBIG
     with pytest.raises(RuleViolation):               # the file stays refused
-        local.write(0, b"z")
+        await core.files.write(writer, 0, b"z")
     with pytest.raises(RuleViolation):
-        await core.uploads.commit(entry, local)
-    other, spare = new_file(core, "assistants", "other.bin")
+        await flush(core, writer)
+    spare = await new_file(core, "assistants", "other.bin")
     with pytest.raises(RuleViolation) as caught:
-        spare.truncate(1001)
+        await core.files.truncate(spare.entry, 1001, spare)
     assert caught.value.errno == errno.EFBIG
     assert fake.calls == []
 
@@ -173,8 +177,8 @@ async def test_a_replacement_is_uploaded_before_the_old_file_is_deleted(fake, co
     entry = await listed(core, "assistants", "r.txt")
     inode = entry.inode
     fake.calls.clear()
-    local = rewrite(core, entry, b"new bytes!")
-    await core.uploads.commit(entry, local)
+    writer = await rewrite(core, entry, b"new bytes!")
+    await flush(core, writer)
 
     assert fake.kinds() == ["create_file", "delete"]
     assert fake.of("delete")[0].path == f"/v1/files/{old['id']}"
@@ -188,14 +192,14 @@ async def test_delete_removes_the_file_and_a_second_delete_is_enoent(fake, core)
     first = fake.add("a.txt", b"a")
     second = fake.add("b.txt", b"b")
     entry = await listed(core, "assistants", "a.txt")
-    await core.uploads.delete(entry)
+    await core.files.unlink(entry)
     assert fake.of("delete")[0].path == f"/v1/files/{first['id']}"
     assert "a.txt" not in core.dir("assistants").by_name and first["id"] not in fake.files
 
     gone = await listed(core, "assistants", "b.txt")
     fake.remove(second["id"])                              # deleted elsewhere meanwhile
     with pytest.raises(FSError) as caught:
-        await core.uploads.delete(gone)
+        await core.files.unlink(gone)
     assert caught.value.errno == errno.ENOENT
     assert "b.txt" not in core.dir("assistants").by_name
 
@@ -206,7 +210,7 @@ async def test_moving_an_uploaded_file_uploads_it_under_the_new_name_then_delete
     entry = await listed(core, "assistants", "a.txt")
     inode = entry.inode
     fake.calls.clear()
-    await core.uploads.move(entry, core.dir("user_data"), "b.txt", None)
+    await core.files.rename(entry, core.dir("user_data"), "b.txt")
 
     kinds = [kind for kind in fake.kinds() if kind != "content"]
     assert kinds == ["create_file", "delete"]
@@ -221,12 +225,13 @@ async def test_moving_an_uploaded_file_uploads_it_under_the_new_name_then_delete
 
 
 async def test_moving_a_file_not_yet_uploaded_sends_nothing(fake, core):
-    entry, local = new_file(core, "assistants", "draft.txt", b"d")
-    await core.uploads.move(entry, core.dir("vision"), "final.txt", None)
+    writer = await new_file(core, "assistants", "draft.txt", b"d")
+    entry = writer.entry
+    await core.files.rename(entry, core.dir("vision"), "final.txt")
     assert fake.calls == []
     assert core.dir("vision").by_name["final.txt"] is entry
     assert "draft.txt" not in core.dir("assistants").by_name
-    await core.uploads.commit(entry, local)
+    await flush(core, writer)
     [post] = fake.of("create_file")
     assert post.fields["purpose"] == "vision" and post.file[0] == "final.txt"
 
@@ -254,7 +259,7 @@ async def test_a_dead_mounts_spool_is_moved_to_unsent(fake, tmp_path, make_core)
         assert not (cache_dir / "spool" / "mount-1-dead.lock").exists()
         assert not dead.exists()
         assert (live / "feedbeef").read_bytes() == b"in progress"
-        assert core.uploads.spool_dir.parent == cache_dir / "spool"
+        assert core.spool.folder.parent == cache_dir / "spool"
     finally:
         os.close(lock_fd)
     assert fake.calls == []

@@ -135,7 +135,7 @@ def test_a_name_with_a_newline_cannot_forge_a_line_of_the_log(mount, seed):
     lines = mounted.log().splitlines()
     assert all(LOG_LINE.match(line) for line in lines)
     [line] = [line for line in lines if "forged line" in line]
-    assert " INFO openai_fs.core.uploads: deleted assistants/notes" in line, \
+    assert " INFO openai_fs.core.changes: deleted assistants/notes" in line, \
         f"the name made a log line of its own: {line!r}"
 
 

@@ -1,0 +1,68 @@
+"""The core of one mount, wired together: the namespace, the content caches, the spool, the
+uploads and the open files, over one API client. The FUSE adapter is built on top of it;
+tests build it without FUSE.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import trio
+
+from openai_fs.api import FilesClient
+from openai_fs.core import purposes
+from openai_fs.core.cache import ContentCache, DiskCache
+from openai_fs.core.changes import ServerChanges
+from openai_fs.core.kernel_cache import KernelCache
+from openai_fs.core.namespace import Namespace
+from openai_fs.core.open_files import OpenFiles
+from openai_fs.core.spool import Spool
+from openai_fs.core.uploader import Uploader, UploadSettings
+
+
+@dataclass
+class CoreSettings:
+    #: folder of the disk cache, the spool and unsent/
+    cache_dir: Path
+    dir_ttl: float = 30.0
+    read_only: bool = False
+    memory_cache_bytes: int = 256 * purposes.MiB
+    disk_cache_bytes: int = 4 * purposes.GiB
+    uploads: UploadSettings = field(default_factory=UploadSettings)
+
+
+class FileSystem:
+    """Every part of the core of a mount. ``nursery`` runs downloads; background uploads
+    (early uploads, deferred temporary files) run in it too unless ``background_uploads`` is
+    off (then files are only sent when closed, and nothing is deferred)."""
+
+    def __init__(self, client: FilesClient, settings: CoreSettings, *, nursery: trio.Nursery,
+                 kernel: KernelCache | None = None, background_uploads: bool = True) -> None:
+        uploads_nursery = nursery if background_uploads else None
+        self.client = client
+        self.settings = settings
+        self.namespace = Namespace(client, dir_ttl=settings.dir_ttl,
+                                   read_only=settings.read_only, kernel=kernel)
+        self.disk = DiskCache(settings.cache_dir, settings.disk_cache_bytes,
+                              server=client.base_url)
+        self.cache = ContentCache(client, memory_bytes=settings.memory_cache_bytes,
+                                  disk=self.disk, nursery=nursery)
+        self.spool = Spool(settings.cache_dir)
+        self.uploader = Uploader(client, settings.uploads, uploads_nursery)
+        self.changes = ServerChanges(client, self.namespace, self.cache, self.uploader,
+                                     self.spool)
+        self.files = OpenFiles(self.namespace, self.cache, self.spool, self.uploader,
+                               self.changes, uploads_nursery)
+        self._nursery = nursery
+
+    async def start(self) -> None:
+        """Index the disk cache (a scan of its folder, in a thread) and cancel the Uploads
+        that dead mounts left open (in the background)."""
+        await trio.to_thread.run_sync(self.disk.scan)
+        self._nursery.start_soon(self.uploader.cancel_abandoned_uploads,
+                                 self.spool.abandoned_uploads)
+
+    def close(self) -> None:
+        self.cache.close()
+        self.spool.close()
