@@ -1,4 +1,4 @@
-"""The openai-fs benchmark suite: DESIGN.md section 5, measured as ratios in one run.
+"""The openai-fs benchmark suite: the targets of bench/README.md, measured as ratios in one run.
 
     .venv/bin/python bench/run.py                 # everything (a few minutes)
     .venv/bin/python bench/run.py --quick         # smaller files, fewer repeats (under a minute)
