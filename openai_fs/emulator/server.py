@@ -12,7 +12,8 @@ from pathlib import Path
 
 import uvicorn
 
-from openai_fs.emulator.app import EmulatorApp, RuntimeConfig
+from openai_fs.emulator.app import EmulatorApp
+from openai_fs.emulator.config import RuntimeConfig
 from openai_fs.options import OptionError, parse_size
 from openai_fs.emulator.faults import FaultRule, parse_spec
 from openai_fs.emulator.samples import seed_demo
