@@ -1,6 +1,6 @@
 """The public API of the emulator: the Files and Uploads handlers under ``/v1``.
 
-Handlers raise :class:`~openai_fs.emulator.errors.APIError`; the app turns it into an OpenAI
+Handlers raise :class:`~openai_fs.emulator.errors.ErrorReply`; the app turns it into an OpenAI
 error body. Blob I/O runs on the backend's worker pool; bodies are streamed both ways.
 """
 
@@ -18,7 +18,7 @@ from openai_fs import purposes
 from openai_fs.emulator import errors
 from openai_fs.emulator.backend import Backend
 from openai_fs.emulator.config import RuntimeConfig
-from openai_fs.emulator.errors import APIError
+from openai_fs.emulator.errors import ErrorReply
 from openai_fs.emulator.forms import read_form
 from openai_fs.emulator.responses import FileStream, json_response, read_json, route
 from openai_fs.emulator.store import FileRecord, UnknownCursor, UploadRecord, remove_paths
@@ -243,8 +243,8 @@ class ApiRoutes:
                 headers["accept-ranges"] = "bytes"
                 wanted = _parse_range(request.headers.get("range"), size)
             if wanted == "unsatisfiable":
-                raise APIError(416, f"Requested range not satisfiable: the file has {size} bytes.",
-                               headers={"content-range": f"bytes */{size}"})
+                raise ErrorReply(416, f"Requested range not satisfiable: the file has {size} bytes.",
+                                 headers={"content-range": f"bytes */{size}"})
             if isinstance(wanted, tuple):
                 first, last = wanted
                 headers["content-range"] = f"bytes {first}-{last}/{size}"
@@ -301,7 +301,7 @@ class ApiRoutes:
         return json_response(_upload_api(upload))
 
     @staticmethod
-    def _not_pending(upload: UploadRecord, action: str) -> APIError:
+    def _not_pending(upload: UploadRecord, action: str) -> ErrorReply:
         return errors.invalid(f"Cannot {action} Upload {upload.id}: its status is '{upload.status}', "
                               "not 'pending'.")
 

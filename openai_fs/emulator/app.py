@@ -4,7 +4,7 @@
 
 Every ``/v1`` request goes through :meth:`EmulatorApp._v1`: request log entry, authentication,
 fault selection, then the Starlette router of the ``/v1`` handlers, through the fault applied.
-Handlers raise :class:`~openai_fs.emulator.errors.APIError`; :meth:`EmulatorApp._guarded` turns
+Handlers raise :class:`~openai_fs.emulator.errors.ErrorReply`; :meth:`EmulatorApp._guarded` turns
 it (and Starlette's 404/405) into an OpenAI error body.
 """
 
@@ -27,7 +27,7 @@ from openai_fs.emulator.api_routes import ApiRoutes
 from openai_fs.emulator.backend import Backend
 from openai_fs.emulator.config import RuntimeConfig
 from openai_fs.emulator.control_routes import ControlRoutes, Dropped, Pacer, apply_fault
-from openai_fs.emulator.errors import APIError
+from openai_fs.emulator.errors import ErrorReply
 from openai_fs.emulator.forms import ClientDisconnected
 from openai_fs.emulator.responses import error_response
 from openai_fs.emulator.store import Store
@@ -94,7 +94,7 @@ class EmulatorApp:
         raise HTTPException(404)
 
     async def _guarded(self, app: Callable, scope, receive, send) -> None:
-        """Run ``app``; answer its ``APIError`` (or Starlette's 404/405, or a crash) as an OpenAI
+        """Run ``app``; answer its ``ErrorReply`` (or Starlette's 404/405, or a crash) as an OpenAI
         error, unless the response had already begun."""
         started = False
 
@@ -108,14 +108,14 @@ class EmulatorApp:
             return
         except (ClientDisconnected, ClientDisconnect):
             return
-        except APIError as exc:
+        except ErrorReply as exc:
             error = exc
         except HTTPException as exc:
             where = f"({scope['method']} {scope['path']})"
             if exc.status_code == 405:
-                error = APIError(405, f"Invalid method for URL {where}", headers=dict(exc.headers or {}))
+                error = ErrorReply(405, f"Invalid method for URL {where}", headers=dict(exc.headers or {}))
             else:
-                error = APIError(exc.status_code, f"Invalid URL {where}")
+                error = ErrorReply(exc.status_code, f"Invalid URL {where}")
         except Dropped:
             raise
         except Exception:
@@ -153,7 +153,7 @@ class EmulatorApp:
         try:
             try:
                 self._authenticate(scope)
-            except APIError as exc:
+            except ErrorReply as exc:
                 await error_response(exc)(scope, counting_receive, counting_send)
                 return
             delay, rule, fired = self.control.faults.select(method, path)
@@ -177,6 +177,6 @@ class EmulatorApp:
         scheme, _, key = (_header(scope, b"authorization") or "").strip().partition(" ")
         key = key.strip()
         if scheme.lower() != "bearer" or not key:
-            raise APIError(401, MISSING_KEY_MESSAGE)
+            raise ErrorReply(401, MISSING_KEY_MESSAGE)
         if self.api_key is not None and not hmac.compare_digest(key.encode(), self.api_key.encode()):
-            raise APIError(401, WRONG_KEY_MESSAGE, code="invalid_api_key")
+            raise ErrorReply(401, WRONG_KEY_MESSAGE, code="invalid_api_key")

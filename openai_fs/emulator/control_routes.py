@@ -22,7 +22,7 @@ from openai_fs.emulator import errors
 from openai_fs.emulator.api_routes import check_text
 from openai_fs.emulator.backend import Backend
 from openai_fs.emulator.config import RuntimeConfig
-from openai_fs.emulator.errors import APIError
+from openai_fs.emulator.errors import ErrorReply
 from openai_fs.emulator.faults import FaultRule, FaultSet
 from openai_fs.emulator.responses import error_response, json_response, read_json, route
 
@@ -218,7 +218,7 @@ class ControlRoutes:
     async def ctl_remove_fault(self, request: Request) -> Response:
         fault_id = request.path_params["fault_id"]
         if not self.faults.remove(fault_id):
-            raise APIError(404, f"No such fault: {fault_id}", param="id")
+            raise ErrorReply(404, f"No such fault: {fault_id}", param="id")
         return json_response({"id": fault_id, "deleted": True})
 
     async def ctl_config(self, request: Request) -> Response:

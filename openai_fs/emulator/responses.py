@@ -14,7 +14,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from openai_fs.emulator import errors
-from openai_fs.emulator.errors import APIError
+from openai_fs.emulator.errors import ErrorReply
 from openai_fs.emulator.store import CHUNK_SIZE
 
 #: Largest JSON request body (``POST /uploads``, ``complete``, control API).
@@ -26,7 +26,7 @@ def json_response(data: Any, status: int = 200, headers: dict[str, str] | None =
                     media_type="application/json")
 
 
-def error_response(exc: APIError, extra_headers: dict[str, str] | None = None) -> Response:
+def error_response(exc: ErrorReply, extra_headers: dict[str, str] | None = None) -> Response:
     return Response(exc.body_bytes(), status_code=exc.status, headers={**exc.headers, **(extra_headers or {})},
                     media_type="application/json")
 
@@ -84,7 +84,7 @@ async def read_json(request: Request) -> Any:
     async for chunk in request.stream():
         body += chunk
         if len(body) > JSON_BODY_LIMIT:
-            raise APIError(413, "The JSON body is too large.")
+            raise ErrorReply(413, "The JSON body is too large.")
     try:
         return json.loads(body)
     except ValueError:
