@@ -231,6 +231,8 @@ class ApiRoutes:
 
     async def file_content(self, request: Request) -> Response:
         rec = await self._live_file(request.path_params["file_id"])
+        if not self.config().serves_content(rec.purpose):
+            raise errors.not_downloadable(rec.purpose)
         try:
             fd = await self.backend.run(os.open, self.store.file_path(rec.id), os.O_RDONLY | os.O_CLOEXEC)
         except FileNotFoundError:  # deleted meanwhile

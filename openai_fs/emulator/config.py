@@ -3,15 +3,46 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, field, fields, replace
 
 from openai_fs.emulator import errors
+
+#: The purposes whose content the real service hands back; ``GET /files/{id}/content`` of any
+#: other answers 400 "Not allowed to download files of purpose: P" (spec/NOTES.md, "Where the
+#: real service differs": a table given in a public reply, not an official one).
+REAL_DOWNLOADABLE: tuple[str, ...] = ("batch", "vision", "assistants_output", "batch_output",
+                                      "fine-tune-results")
+#: ``downloadable`` value that serves the content of every purpose.
+ALL_PURPOSES = "all"
+
+
+def downloadable_value(value: object) -> str | list[str]:
+    """``"all"`` or a sorted list of distinct purposes; ValueError for anything else."""
+    if value == ALL_PURPOSES:
+        return ALL_PURPOSES
+    if isinstance(value, (list, tuple)) and all(isinstance(p, str) and p for p in value):
+        return sorted(set(value))
+    raise ValueError(f"downloadable must be {ALL_PURPOSES!r} or a list of purposes")
+
+
+def parse_downloadable(text: str) -> str | list[str]:
+    """The command line's form: ``all`` or comma-separated purposes (empty: none)."""
+    text = text.strip()
+    if text == ALL_PURPOSES:
+        return ALL_PURPOSES
+    return downloadable_value([p.strip() for p in text.split(",") if p.strip()])
+
+
+def _real_downloadable() -> list[str]:
+    return downloadable_value(REAL_DOWNLOADABLE)  # type: ignore[return-value]
 
 
 @dataclass
 class RuntimeConfig:
     """What ``PATCH /_emulator/config`` may change at runtime."""
     ignore_range: bool = False
+    #: purposes whose content is served (``"all"``: every purpose); by default the real service's
+    downloadable: str | list[str] = field(default_factory=_real_downloadable)
     page_cap: int | None = None
     latency: float = 0.0
     #: bytes per second each request's body and each response's body may move (a slower
@@ -24,6 +55,10 @@ class RuntimeConfig:
             if key not in known:
                 raise errors.invalid(f"Unknown config key: {key}", param=key)
         new = replace(self, **changes)
+        try:
+            new.downloadable = downloadable_value(new.downloadable)
+        except ValueError as exc:
+            raise errors.invalid(str(exc), param="downloadable") from None
         if not isinstance(new.ignore_range, bool):
             raise errors.invalid("ignore_range must be a boolean", param="ignore_range")
         if new.page_cap is not None and (isinstance(new.page_cap, bool) or not isinstance(new.page_cap, int)
@@ -38,3 +73,6 @@ class RuntimeConfig:
             raise errors.invalid("bandwidth must be null or a positive number of bytes per second",
                                  param="bandwidth")
         return new
+
+    def serves_content(self, purpose: str) -> bool:
+        return self.downloadable == ALL_PURPOSES or purpose in self.downloadable

@@ -81,6 +81,11 @@ def no_such_file(file_id: str) -> ErrorReply:
     return ErrorReply(404, f"No such File object: {file_id}", param="id")
 
 
+def not_downloadable(purpose: str) -> ErrorReply:
+    """What the real service answers to ``GET /files/{id}/content`` of, e.g., an ``assistants`` file."""
+    return invalid(f"Not allowed to download files of purpose: {purpose}")
+
+
 def no_such_upload(upload_id: str) -> ErrorReply:
     return ErrorReply(404, f"No such Upload object: {upload_id}", param="id")
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import uvicorn
 
 from openai_fs.emulator.app import EmulatorApp
-from openai_fs.emulator.config import RuntimeConfig
+from openai_fs.emulator.config import REAL_DOWNLOADABLE, RuntimeConfig, parse_downloadable
 from openai_fs.options import OptionError, parse_size
 from openai_fs.emulator.faults import FaultRule, parse_spec
 from openai_fs.emulator.samples import seed_demo
@@ -27,8 +27,14 @@ When ready it prints one line to stdout:
   openai-fs emulator listening on http://HOST:PORT/v1
 
 Point a client at it with OPENAI_BASE_URL=http://HOST:PORT/v1 and any OPENAI_API_KEY (or the one
-given with --api-key-file). /_emulator/ (no auth; keep the server on loopback) is a control API
-for tests: request log, faults, runtime config, state, reset, clock, seeding.
+given with --api-key-file).
+
+By default it behaves like the real service where that is stricter than the spec: the content
+of assistants, user_data, fine-tune and evals files is refused with 400 "Not allowed to download
+files of purpose: P" (--downloadable changes which purposes are served).
+
+/_emulator/ (no auth; keep the server on loopback) is a control API for tests: request log,
+faults, runtime config, state, reset, clock, seeding.
 
 Fault specs (--fault, repeatable): KIND[:key=value,...] or a JSON object, e.g.
   --fault status:status=429,retry_after=1,count=2
@@ -69,6 +75,13 @@ def _positive_int(value: str) -> int:
     return number
 
 
+def _downloadable(value: str) -> str | list[str]:
+    try:
+        return parse_downloadable(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def _fault(value: str) -> dict:
     try:
         spec = parse_spec(value)
@@ -89,6 +102,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                       help="accept only this key (visible in ps; prefer --api-key-file). "
                            "Without a key, any non-empty bearer key is accepted")
     keys.add_argument("--api-key-file", type=Path, metavar="FILE", help="accept only the key in FILE")
+    parser.add_argument("--downloadable", type=_downloadable, default=None, metavar="PURPOSES",
+                        help="comma-separated purposes whose content GET /files/{id}/content serves; "
+                             "the others answer 400 'Not allowed to download files of purpose: P' as the "
+                             "real service does; 'all' serves every purpose (default: "
+                             f"{','.join(REAL_DOWNLOADABLE)})")
     parser.add_argument("--ignore-range", action="store_true",
                         help="ignore Range headers: always send the whole file with 200")
     parser.add_argument("--page-cap", type=_positive_int, metavar="N",
@@ -149,9 +167,11 @@ def run(args: argparse.Namespace) -> int:
     if args.seed_demo and store.live_file_count() == 0:
         seeded = seed_demo(store)
         log.info("seeded %d demo files", len(seeded))
-    app = EmulatorApp(store, api_key=api_key, faults=args.fault, log_access=args.access_log,
-                      config=RuntimeConfig(ignore_range=args.ignore_range, page_cap=args.page_cap,
-                                           latency=args.latency, bandwidth=args.bandwidth))
+    runtime = RuntimeConfig(ignore_range=args.ignore_range, page_cap=args.page_cap, latency=args.latency,
+                            bandwidth=args.bandwidth)
+    if args.downloadable is not None:
+        runtime.downloadable = args.downloadable
+    app = EmulatorApp(store, api_key=api_key, faults=args.fault, log_access=args.access_log, config=runtime)
     try:
         sock = _bind(args.host, args.port)
     except OSError as exc:

@@ -20,6 +20,14 @@ def api(emulator, spec_checker):
 
 
 @pytest.fixture
+def real_emulator(emulator):
+    """The session emulator behaving like the real service (the default of ``openai-fs serve``)
+    for this test; the next test's reset restores the permissive start configuration."""
+    emulator.control.use_real_service_defaults()
+    return emulator
+
+
+@pytest.fixture
 def ctl(emulator):
     """The control client of the session emulator."""
     return emulator.control

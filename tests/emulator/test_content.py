@@ -93,7 +93,7 @@ def test_ignore_range_from_the_command_line(tmp_path, spec_checker):
             httpx.Client(base_url=emu.base_url, headers={"Authorization": "Bearer k"},
                          event_hooks={"response": [spec_checker.sync_hook]}) as client:
         assert emu.control.config()["ignore_range"] is True
-        fid = created(post_file(client, "d.bin", CONTENT))["id"]
+        fid = created(post_file(client, "d.bin", CONTENT, purpose="vision"))["id"]
         r = client.get(f"/files/{fid}/content", headers={"Range": "bytes=0-9"})
         assert r.status_code == 200 and r.content == CONTENT and "accept-ranges" not in r.headers
         # reset goes back to the command line's setting
