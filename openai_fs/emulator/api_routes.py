@@ -20,7 +20,7 @@ from openai_fs.emulator.backend import Backend
 from openai_fs.emulator.config import RuntimeConfig
 from openai_fs.emulator.errors import ErrorReply
 from openai_fs.emulator.forms import read_form
-from openai_fs.emulator.responses import FileStream, json_response, read_json, route
+from openai_fs.emulator.responses import FileStream, content_disposition, json_response, read_json, route
 from openai_fs.emulator.store import FileRecord, UnknownCursor, UploadRecord, remove_paths
 
 EXPIRES_AFTER_PARAM = "expires_after"
@@ -239,11 +239,13 @@ class ApiRoutes:
             raise errors.no_such_file(rec.id) from None
         try:
             size = os.fstat(fd).st_size
-            headers: dict[str, str] = {}
-            wanted = None
-            if not self.config().ignore_range:
-                headers["accept-ranges"] = "bytes"
-                wanted = _parse_range(request.headers.get("range"), size)
+            headers = {"content-disposition": content_disposition(rec.filename)}
+            if not self.config().honour_range:
+                # the real service: the whole file, chunked, whatever Range asks
+                return FileStream(fd, 0, size, status=200, headers=headers, executor=self.executor,
+                                  content_length=False)
+            headers["accept-ranges"] = "bytes"
+            wanted = _parse_range(request.headers.get("range"), size)
             if wanted == "unsatisfiable":
                 raise ErrorReply(416, f"Requested range not satisfiable: the file has {size} bytes.",
                                  headers={"content-range": f"bytes */{size}"})

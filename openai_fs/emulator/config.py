@@ -40,7 +40,10 @@ def _real_downloadable() -> list[str]:
 @dataclass
 class RuntimeConfig:
     """What ``PATCH /_emulator/config`` may change at runtime."""
-    ignore_range: bool = False
+    #: False (the real service): content is sent whole with 200, chunked, without Content-Length
+    #: or Accept-Ranges, whatever the Range header asks. True: Accept-Ranges, 206 for a single
+    #: range, 416 for an unsatisfiable one, and a Content-Length on every content response.
+    honour_range: bool = False
     #: purposes whose content is served (``"all"``: every purpose); by default the real service's
     downloadable: str | list[str] = field(default_factory=_real_downloadable)
     page_cap: int | None = None
@@ -50,6 +53,16 @@ class RuntimeConfig:
     bandwidth: float | None = None
 
     def update(self, changes: dict) -> "RuntimeConfig":
+        changes = dict(changes)
+        if "ignore_range" in changes:
+            # the name (and inverse meaning) this key had before the emulator followed the real
+            # service by default; still accepted for code written against it
+            ignore = changes.pop("ignore_range")
+            if not isinstance(ignore, bool):
+                raise errors.invalid("ignore_range must be a boolean", param="ignore_range")
+            if changes.get("honour_range", not ignore) is ignore:
+                raise errors.invalid("ignore_range and honour_range contradict each other", param="ignore_range")
+            changes["honour_range"] = not ignore
         known = {f.name for f in fields(self)}
         for key in changes:
             if key not in known:
@@ -59,8 +72,8 @@ class RuntimeConfig:
             new.downloadable = downloadable_value(new.downloadable)
         except ValueError as exc:
             raise errors.invalid(str(exc), param="downloadable") from None
-        if not isinstance(new.ignore_range, bool):
-            raise errors.invalid("ignore_range must be a boolean", param="ignore_range")
+        if not isinstance(new.honour_range, bool):
+            raise errors.invalid("honour_range must be a boolean", param="honour_range")
         if new.page_cap is not None and (isinstance(new.page_cap, bool) or not isinstance(new.page_cap, int)
                                          or new.page_cap < 1):
             raise errors.invalid("page_cap must be null or a positive integer", param="page_cap")

@@ -31,8 +31,8 @@ READY_RE = re.compile(r"^openai-fs emulator listening on (http://(\S+):(\d+)/v1)
 #: Child output kept by ``output()`` (the oldest is dropped beyond this).
 OUTPUT_LIMIT = 8 * 1024 * 1024
 #: ``openai-fs serve`` options of ``EmulatorProcess(permissive=True)``: content of every purpose
-#: is served, where the real service refuses some.
-PERMISSIVE_ARGS: tuple[str, ...] = ("--downloadable", ALL_PURPOSES)
+#: is served (the real service refuses some), and Range is honoured (the real service ignores it).
+PERMISSIVE_ARGS: tuple[str, ...] = ("--downloadable", ALL_PURPOSES, "--honour-range")
 
 _running: "weakref.WeakSet[EmulatorProcess]" = weakref.WeakSet()
 
@@ -99,7 +99,7 @@ class EmulatorControl:
     def faults(self) -> list[dict]:
         return self._call("GET", "/faults")
 
-    # runtime config: downloadable, ignore_range, page_cap, latency, bandwidth
+    # runtime config: downloadable, honour_range, page_cap, latency, bandwidth
     def config(self) -> dict:
         return self._call("GET", "/config")
 
@@ -114,12 +114,13 @@ class EmulatorControl:
 
     def use_real_service_defaults(self) -> dict:
         """Behave like the real service until the next reset, whatever the server was started
-        with: content refused for the purposes it refuses."""
-        return self.set_config(downloadable=list(REAL_DOWNLOADABLE))
+        with: content refused for the purposes it refuses, sent whole and chunked, Range ignored."""
+        return self.set_config(downloadable=list(REAL_DOWNLOADABLE), honour_range=False)
 
     def use_permissive(self) -> dict:
-        """Serve every purpose's content until the next reset (``EmulatorProcess(permissive=True)``)."""
-        return self.set_config(downloadable=ALL_PURPOSES)
+        """Serve every purpose's content and honour Range until the next reset (what
+        ``EmulatorProcess(permissive=True)`` starts with)."""
+        return self.set_config(downloadable=ALL_PURPOSES, honour_range=True)
 
     # state
     def state(self) -> dict:

@@ -8,6 +8,7 @@ import json
 import os
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Callable
+from urllib.parse import quote
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -31,14 +32,35 @@ def error_response(exc: ErrorReply, extra_headers: dict[str, str] | None = None)
                     media_type="application/json")
 
 
+#: Characters RFC 5987 lets stand in an ``ext-value`` (besides letters and digits).
+_ATTR_CHARS = "!#$&+-.^_`|~"
+
+
+def content_disposition(filename: str) -> str:
+    """``attachment; filename="..."`` for a download (RFC 6266). The quoted name holds printable
+    ASCII only (``"`` and ``\\`` escaped, anything else as ``_``); a name that needs more also
+    gets ``filename*=UTF-8''...``, percent-encoded, which clients prefer."""
+    fallback = "".join(c if " " <= c <= "~" else "_" for c in filename)
+    value = 'attachment; filename="{}"'.format(fallback.replace("\\", "\\\\").replace('"', '\\"'))
+    if fallback != filename:
+        value += "; filename*=UTF-8''" + quote(filename, safe=_ATTR_CHARS)
+    return value
+
+
 class FileStream(Response):
     """The bytes ``[offset, offset + length)`` of an open file, read by a worker thread one chunk
-    ahead of the one being sent. Stops when the client disconnects. Closes the descriptor."""
+    ahead of the one being sent. Stops when the client disconnects. Closes the descriptor.
+
+    With ``content_length`` False the response has no ``Content-Length``, so the server sends it
+    chunked (HTTP/1.1), as the real service sends content."""
 
     def __init__(self, fd: int, offset: int, length: int, *, status: int, headers: dict[str, str],
-                 executor: ThreadPoolExecutor) -> None:
-        super().__init__(status_code=status, headers={**headers, "content-length": str(length)},
-                         media_type="application/octet-stream")
+                 executor: ThreadPoolExecutor, content_length: bool = True) -> None:
+        # not Response.__init__: it would add a Content-Length for its (empty) body
+        self.status_code = status
+        self.media_type = "application/octet-stream"
+        self.background = None
+        self.init_headers({**headers, "content-length": str(length)} if content_length else headers)
         self.fd, self.offset, self.length, self.executor = fd, offset, length, executor
 
     async def __call__(self, scope, receive, send) -> None:

@@ -31,7 +31,9 @@ given with --api-key-file).
 
 By default it behaves like the real service where that is stricter than the spec: the content
 of assistants, user_data, fine-tune and evals files is refused with 400 "Not allowed to download
-files of purpose: P" (--downloadable changes which purposes are served).
+files of purpose: P" (--downloadable changes which purposes are served), and content is sent
+whole with 200, chunked, with Content-Disposition and without Content-Length or Accept-Ranges,
+whatever Range asks (--honour-range answers Range with 206/416 and sends Content-Length).
 
 /_emulator/ (no auth; keep the server on loopback) is a control API for tests: request log,
 faults, runtime config, state, reset, clock, seeding.
@@ -107,8 +109,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "the others answer 400 'Not allowed to download files of purpose: P' as the "
                              "real service does; 'all' serves every purpose (default: "
                              f"{','.join(REAL_DOWNLOADABLE)})")
-    parser.add_argument("--ignore-range", action="store_true",
-                        help="ignore Range headers: always send the whole file with 200")
+    parser.add_argument("--honour-range", action="store_true",
+                        help="honour Range on content (Accept-Ranges, 206, 416) and send a Content-Length "
+                             "with every content response; by default, as the real service does, content "
+                             "is sent whole with 200 and chunked, without Content-Length or Accept-Ranges")
     parser.add_argument("--page-cap", type=_positive_int, metavar="N",
                         help="return at most N files per listing page, whatever the limit")
     parser.add_argument("--latency", type=_non_negative, default=0.0, metavar="SECONDS",
@@ -167,7 +171,7 @@ def run(args: argparse.Namespace) -> int:
     if args.seed_demo and store.live_file_count() == 0:
         seeded = seed_demo(store)
         log.info("seeded %d demo files", len(seeded))
-    runtime = RuntimeConfig(ignore_range=args.ignore_range, page_cap=args.page_cap, latency=args.latency,
+    runtime = RuntimeConfig(honour_range=args.honour_range, page_cap=args.page_cap, latency=args.latency,
                             bandwidth=args.bandwidth)
     if args.downloadable is not None:
         runtime.downloadable = args.downloadable

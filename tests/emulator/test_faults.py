@@ -206,11 +206,11 @@ def test_fault_management(ctl):
 
 def test_reset_clears_faults_and_config(api, ctl):
     ctl.add_fault("status", status=500)
-    ctl.set_config(page_cap=3, latency=0.01, ignore_range=True, downloadable=["batch"])
+    ctl.set_config(page_cap=3, latency=0.01, honour_range=False, downloadable=["batch"])
     ctl.reset()
     assert ctl.faults() == [] and ctl.requests() == []
     # the session emulator's start configuration: permissive
-    assert ctl.config() == {"ignore_range": False, "downloadable": "all", "page_cap": None, "latency": 0.0,
+    assert ctl.config() == {"honour_range": True, "downloadable": "all", "page_cap": None, "latency": 0.0,
                             "bandwidth": None}
     assert api.get("/files").status_code == 200
 

@@ -143,12 +143,13 @@ def test_request_log(api, ctl):
 
 
 def test_config_validation(ctl):
-    for change in ({"page_cap": 0}, {"page_cap": "3"}, {"latency": -1}, {"ignore_range": "yes"}, {"colour": 1},
+    for change in ({"page_cap": 0}, {"page_cap": "3"}, {"latency": -1}, {"honour_range": "yes"},
+                   {"ignore_range": "yes"}, {"colour": 1},
                    {"downloadable": "batch"}, {"downloadable": ["batch", ""]}, {"downloadable": [1]},
                    {"downloadable": None}):
         with pytest.raises(EmulatorControlError):
             ctl.set_config(**change)
-    assert ctl.config() == {"ignore_range": False, "downloadable": "all", "page_cap": None, "latency": 0.0,
+    assert ctl.config() == {"honour_range": True, "downloadable": "all", "page_cap": None, "latency": 0.0,
                             "bandwidth": None}
 
 
