@@ -34,9 +34,9 @@ def ctl(emulator):
 
 
 @pytest.fixture
-def sdk(emulator, spec_checker):
-    """The official SDK pointed at the session emulator."""
-    client = openai.OpenAI(base_url=emulator.base_url, api_key=TEST_API_KEY,
+def sdk(real_emulator, spec_checker):
+    """The official SDK pointed at the session emulator, which behaves like the real service."""
+    client = openai.OpenAI(base_url=real_emulator.base_url, api_key=TEST_API_KEY,
                            http_client=sdk_http_client(spec_checker))
     yield client
     client.close()
