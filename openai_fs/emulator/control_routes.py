@@ -115,7 +115,7 @@ async def apply_fault(rule: FaultRule | None, handle: Callable, scope, receive, 
 
     if kind is None or kind == "latency":
         await handle(scope, receive, send)
-    elif kind == "status":
+    elif kind in ("status", "insufficient_quota"):
         await _fault_error(rule, scope, receive, send)
     elif kind == "malformed":
         await Response(MALFORMED_BODY, media_type="application/json", headers=marker)(scope, receive, send)
@@ -153,7 +153,7 @@ async def apply_fault(rule: FaultRule | None, handle: Callable, scope, receive, 
 
 async def _fault_error(rule: FaultRule, scope, receive, send) -> None:
     assert rule.status is not None
-    exc = errors.status_error(rule.status, rule.message)
+    exc = errors.status_error(rule.status, rule.message, code=rule.code, type=rule.type)
     await error_response(exc, {**rule.retry_headers(), FAULT_HEADER: rule.kind})(scope, receive, send)
 
 

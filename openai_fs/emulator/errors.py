@@ -90,7 +90,16 @@ def no_such_upload(upload_id: str) -> ErrorReply:
     return ErrorReply(404, f"No such Upload object: {upload_id}", param="id")
 
 
-def status_error(status: int, message: str | None = None) -> ErrorReply:
-    """An error for a bare status code (faults); 429 gets the rate-limit code."""
-    code = "rate_limit_exceeded" if status == 429 else None
-    return ErrorReply(status, message or DEFAULT_MESSAGES.get(status, f"Error {status}."), code=code)
+#: What the real service answers (429) when the account's quota or credit is used up: billing,
+#: not rate, so retrying cannot help (spec/NOTES.md, "Quota").
+INSUFFICIENT_QUOTA_MESSAGE = (
+    "You exceeded your current quota, please check your plan and billing details. For more "
+    "information on this error, read the docs: https://platform.openai.com/docs/guides/error-codes/api-errors.")
+
+
+def status_error(status: int, message: str | None = None, *, code: str | None = None,
+                 type: str | None = None) -> ErrorReply:
+    """An error for a bare status code (faults); without a ``code``, 429 gets the rate-limit one."""
+    if code is None and status == 429:
+        code = "rate_limit_exceeded"
+    return ErrorReply(status, message or DEFAULT_MESSAGES.get(status, f"Error {status}."), code=code, type=type)

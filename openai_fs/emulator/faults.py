@@ -12,18 +12,23 @@ tried (so they neither count that request nor fire on it).
 
 Kinds and their parameters:
 
-=====================  =============================================================================
-``status``             answer ``status`` (default 500) with an OpenAI error body before handling;
-                       ``message``; for 429: ``retry_after`` (seconds, sent as ``Retry-After``) and/or
-                       ``retry_after_ms`` (sent as ``retry-after-ms``)
-``latency``            sleep ``seconds`` before handling
-``drop``               close the connection before handling, without any response
-``truncate``           handle, send the headers (full Content-Length) and ``after_bytes`` (default 0)
-                       body bytes, then close
-``malformed``          answer 200 with a body that is not valid JSON, without handling
-``drop_after_commit``  handle fully (e.g. create the file), then close without a response
+=======================  ===========================================================================
+``status``               answer ``status`` (default 500) with an OpenAI error body before handling;
+                         ``message``, ``type`` and ``code`` set the body's fields (the defaults fit
+                         the status: 429 has type ``requests`` and code ``rate_limit_exceeded``);
+                         for 429: ``retry_after`` (seconds, sent as ``Retry-After``) and/or
+                         ``retry_after_ms`` (sent as ``retry-after-ms``)
+``insufficient_quota``   answer 429 as the real service does when the quota is used up: type and
+                         code ``insufficient_quota``, its message, no ``Retry-After`` (billing,
+                         not rate: retrying cannot help)
+``latency``              sleep ``seconds`` before handling
+``drop``                 close the connection before handling, without any response
+``truncate``             handle, send the headers and ``after_bytes`` (default 0) body bytes, then
+                         close
+``malformed``            answer 200 with a body that is not valid JSON, without handling
+``drop_after_commit``    handle fully (e.g. create the file), then close without a response
 ``status_after_commit``  handle fully, then answer ``status`` like ``status`` does
-=====================  =============================================================================
+=======================  ===========================================================================
 
 On the command line (``--fault``) a rule is ``KIND[:key=value,...]``, e.g.
 ``status:status=429,retry_after=1,count=2,path=^/v1/files$``, or a JSON object for values that
@@ -38,8 +43,12 @@ import random
 import re
 from typing import Any, Callable
 
-KINDS = ("status", "latency", "drop", "truncate", "malformed", "drop_after_commit", "status_after_commit")
-STATUS_KINDS = frozenset({"status", "status_after_commit"})
+from openai_fs.emulator import errors
+
+KINDS = ("status", "insufficient_quota", "latency", "drop", "truncate", "malformed", "drop_after_commit",
+         "status_after_commit")
+#: Kinds that answer an OpenAI error body with ``FaultRule.status``.
+STATUS_KINDS = frozenset({"status", "status_after_commit", "insufficient_quota"})
 
 #: Parameters every rule takes, with their converters.
 _MATCH_PARAMS: dict[str, Callable[[Any], Any]] = {
@@ -53,7 +62,8 @@ _MATCH_PARAMS: dict[str, Callable[[Any], Any]] = {
 }
 #: Parameters only some kinds take.
 _KIND_PARAMS: dict[str, dict[str, Callable[[Any], Any]]] = {
-    "status": {"status": int, "message": str, "retry_after": float, "retry_after_ms": float},
+    "status": {"status": int, "message": str, "type": str, "code": str, "retry_after": float,
+               "retry_after_ms": float},
     "latency": {"seconds": float},
     "truncate": {"after_bytes": int},
 }
@@ -104,6 +114,12 @@ class FaultRule:
             if not 100 <= self.status <= 599:
                 raise ValueError("fault parameter 'status' must be an HTTP status code")
         self.message: str | None = values.get("message")
+        self.type: str | None = values.get("type")
+        self.code: str | None = values.get("code")
+        if kind == "insufficient_quota":
+            self.status = 429
+            self.message = errors.INSUFFICIENT_QUOTA_MESSAGE
+            self.type = self.code = "insufficient_quota"
         self.retry_after: float | None = values.get("retry_after")
         self.retry_after_ms: float | None = values.get("retry_after_ms")
         self.seconds: float = values.get("seconds", 0.0)

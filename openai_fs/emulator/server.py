@@ -42,7 +42,18 @@ Fault specs (--fault, repeatable): KIND[:key=value,...] or a JSON object, e.g.
   --fault status:status=429,retry_after=1,count=2
   --fault 'latency:seconds=0.5,path=/content$'
   --fault '{"kind": "drop", "path": "^/v1/files$", "method": "POST", "every": 3}'
-Kinds: status, latency, drop, truncate, malformed, drop_after_commit, status_after_commit.
+A rule matches on method and path (a regex) and is limited by count, every, rate (with seed) and
+skip. Kinds and their parameters:
+  status               answer an OpenAI error before handling: status (default 500), message,
+                       type, code, retry_after, retry_after_ms
+  insufficient_quota   429 with type and code insufficient_quota, as the real service answers
+                       when the quota is used up (no Retry-After)
+  latency              sleep seconds before handling
+  drop                 close the connection without a response
+  truncate             send the headers and after_bytes body bytes, then close
+  malformed            answer 200 with a body that is not JSON
+  drop_after_commit    handle the request, then close without a response
+  status_after_commit  handle the request, then answer like status
 """
 
 log = logging.getLogger("openai_fs.emulator")

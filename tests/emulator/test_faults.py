@@ -45,6 +45,40 @@ def test_rate_limit_429(api, ctl):
     assert "retry-after" not in r.headers and "retry-after-ms" not in r.headers
 
 
+def test_status_with_type_and_code(api, ctl):
+    ctl.add_fault("status", status=403, type="permission_error", code="unsupported_country_region_territory",
+                  message="Country, region, or territory not supported", count=1)
+    r = api.get("/files")
+    assert r.json() == {"error": {"message": "Country, region, or territory not supported",
+                                  "type": "permission_error", "param": None,
+                                  "code": "unsupported_country_region_territory"}}
+    ctl.add_fault("status", status=429, code="tokens", count=1)
+    assert_error(api.get("/files"), 429, type="requests", code="tokens")
+
+
+QUOTA_BODY = {"error": {
+    "message": "You exceeded your current quota, please check your plan and billing details. For more "
+               "information on this error, read the docs: "
+               "https://platform.openai.com/docs/guides/error-codes/api-errors.",
+    "type": "insufficient_quota", "param": None, "code": "insufficient_quota"}}
+
+
+def test_insufficient_quota(api, ctl):
+    rule = ctl.add_fault("insufficient_quota", path=r"^/v1/files$", method="POST", count=2)
+    assert rule["kind"] == "insufficient_quota"
+    for _ in range(2):
+        r = post_file(api, "a.txt", b"x")
+        assert r.status_code == 429 and r.json() == QUOTA_BODY
+        assert r.headers["x-emulator-fault"] == "insufficient_quota"
+        assert "retry-after" not in r.headers and "retry-after-ms" not in r.headers
+    assert ctl.state()["files"] == []
+    assert created(post_file(api, "a.txt", b"x"))
+    assert api.get("/files").status_code == 200
+    for params in ({"status": 500}, {"message": "m"}, {"retry_after": 1}, {"after_bytes": 3}):
+        with pytest.raises(EmulatorControlError):
+            ctl.add_fault("insufficient_quota", **params)
+
+
 def test_latency_rule_and_global_latency(api, ctl):
     ctl.add_fault("latency", seconds=0.2, count=1)
     assert api.get("/files").status_code == 200
@@ -235,15 +269,18 @@ def test_injected_faults_log_one_quiet_line(api, ctl, emulator):
 
 
 def test_faults_from_the_command_line(tmp_path):
-    faults = ["status:status=503,count=1,method=GET", '{"kind": "status", "status": 429, "path": "^/v1/uploads", "count": 1}']
+    faults = ["status:status=503,count=1,method=GET", '{"kind": "status", "status": 429, "path": "^/v1/uploads", "count": 1}',
+              "insufficient_quota:method=DELETE,count=1"]
     args = [a for spec in faults for a in ("--fault", spec)]
     with EmulatorProcess(tmp_path / "data", extra_args=args) as emu, \
             httpx.Client(base_url=emu.base_url, headers={"Authorization": "Bearer k"}) as client:
-        assert [f["kind"] for f in emu.control.faults()] == ["status", "status"]
+        assert [f["kind"] for f in emu.control.faults()] == ["status", "status", "insufficient_quota"]
         assert client.get("/files").status_code == 503
         assert client.get("/files").status_code == 200
         assert client.post("/uploads", json={}).status_code == 429
         assert client.post("/uploads", json={}).status_code == 400
+        assert client.delete("/files/file-x").json() == QUOTA_BODY
+        assert client.delete("/files/file-x").status_code == 404
 
 
 def test_bad_fault_on_the_command_line_fails_at_startup(tmp_path):

@@ -171,6 +171,15 @@ def test_rate_limit_after_retries(sdk, ctl):
     assert ctl.count("GET", r"^/v1/files$") == 3  # the SDK's default: 2 retries
 
 
+def test_insufficient_quota_is_a_rate_limit_error_with_its_code(sdk, ctl):
+    ctl.add_fault("insufficient_quota", path=r"^/v1/files$")
+    with pytest.raises(openai.RateLimitError) as exc:
+        sdk.files.list()
+    assert exc.value.code == "insufficient_quota" and exc.value.type == "insufficient_quota"
+    assert "exceeded your current quota" in exc.value.message
+    assert ctl.count("GET", r"^/v1/files$") == 3  # the SDK retries it like any 429
+
+
 def test_server_errors_are_retried(sdk, ctl):
     ctl.add_fault("status", status=500, count=2, method="GET")
     ctl.add_fault("status", status=500, count=1, method="POST")

@@ -173,3 +173,15 @@ def test_seeded_binary_content(ctl, api):
     data = bytes(range(256)) * 3
     f = ctl.seed_file("bin", "user_data", data)
     assert api.get(f"/files/{f['id']}/content").content == data
+
+
+def test_every_fault_kind_is_documented():
+    from pathlib import Path
+
+    from openai_fs.emulator import faults, server
+
+    man = (Path(__file__).resolve().parents[2] / "man" / "openai-fs.1").read_text().replace("\\-", "-")
+    for kind in faults.KINDS:
+        assert f"\n  {kind} " in server.DESCRIPTION, kind
+        assert f"``{kind}``" in faults.__doc__, kind
+        assert f"\\fI{kind}\\fR" in man, kind
