@@ -8,11 +8,12 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import json
 import time
 from collections import deque
 from dataclasses import asdict, replace
 from typing import Callable, Iterable
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qsl, urlencode
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -127,6 +128,8 @@ async def apply_fault(rule: FaultRule | None, handle: Callable, scope, receive, 
     elif kind == "status_after_commit":
         await handle(scope, receive, discard)
         await _fault_error(rule, scope, receive, send)
+    elif kind == "stuck_cursor":
+        await _stuck_cursor(handle, scope, receive, send)
     elif kind == "truncate":
         sent = 0
 
@@ -149,6 +152,36 @@ async def apply_fault(rule: FaultRule | None, handle: Callable, scope, receive, 
             await handle(scope, receive, truncating_send)
         except Dropped:
             pass
+
+
+async def _stuck_cursor(handle: Callable, scope, receive, send) -> None:
+    """Answer a listing as if ``after`` had not been sent, claiming that more pages follow."""
+    query = [(k, v) for k, v in parse_qsl(scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True)
+             if k != "after"]
+    start: dict | None = None
+    body = bytearray()
+
+    async def rewriting_send(message: dict) -> None:
+        nonlocal start
+        if message["type"] == "http.response.start":
+            start = message
+            return
+        body.extend(message.get("body", b""))
+        if message.get("more_body", False):
+            return
+        assert start is not None
+        headers = [(k, v) for k, v in start.get("headers", []) if k != b"content-length"]
+        content = bytes(body)
+        if start["status"] == 200:
+            listing = json.loads(content)
+            listing["has_more"] = True
+            content = json.dumps(listing).encode()
+            headers.append((FAULT_HEADER.encode(), b"stuck_cursor"))
+        headers.append((b"content-length", str(len(content)).encode()))
+        await send({**start, "headers": headers})
+        await send({"type": "http.response.body", "body": content, "more_body": False})
+
+    await handle({**scope, "query_string": urlencode(query).encode()}, receive, rewriting_send)
 
 
 async def _fault_error(rule: FaultRule, scope, receive, send) -> None:

@@ -21,6 +21,9 @@ Kinds and their parameters:
 ``insufficient_quota``   answer 429 as the real service does when the quota is used up: type and
                          code ``insufficient_quota``, its message, no ``Retry-After`` (billing,
                          not rate: retrying cannot help)
+``stuck_cursor``         ``GET /files`` ignores ``after`` and answers the first page with
+                         ``has_more: true``, so a cursor never advances (as broken proxies do); it
+                         matches no other request
 ``latency``              sleep ``seconds`` before handling
 ``drop``                 close the connection before handling, without any response
 ``truncate``             handle, send the headers and ``after_bytes`` (default 0) body bytes, then
@@ -45,8 +48,8 @@ from typing import Any, Callable
 
 from openai_fs.emulator import errors
 
-KINDS = ("status", "insufficient_quota", "latency", "drop", "truncate", "malformed", "drop_after_commit",
-         "status_after_commit")
+KINDS = ("status", "insufficient_quota", "stuck_cursor", "latency", "drop", "truncate", "malformed",
+         "drop_after_commit", "status_after_commit")
 #: Kinds that answer an OpenAI error body with ``FaultRule.status``.
 STATUS_KINDS = frozenset({"status", "status_after_commit", "insufficient_quota"})
 
@@ -68,6 +71,8 @@ _KIND_PARAMS: dict[str, dict[str, Callable[[Any], Any]]] = {
     "truncate": {"after_bytes": int},
 }
 _KIND_PARAMS["status_after_commit"] = _KIND_PARAMS["status"]
+#: Kinds that only ever match one operation: (method, path).
+_ONLY_MATCHES: dict[str, tuple[str, str]] = {"stuck_cursor": ("GET", "/v1/files")}
 
 _ids = itertools.count(1)
 
@@ -139,6 +144,8 @@ class FaultRule:
         return self.count is not None and self.applied >= self.count
 
     def matches(self, method: str, path: str) -> bool:
+        if self.kind in _ONLY_MATCHES and _ONLY_MATCHES[self.kind] != (method.upper(), path):
+            return False
         if self.method is not None and self.method != method.upper():
             return False
         return self._path_re is None or self._path_re.search(path) is not None

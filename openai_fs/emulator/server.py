@@ -48,6 +48,8 @@ skip. Kinds and their parameters:
                        type, code, retry_after, retry_after_ms
   insufficient_quota   429 with type and code insufficient_quota, as the real service answers
                        when the quota is used up (no Retry-After)
+  stuck_cursor         GET /files ignores after and answers the first page with has_more true,
+                       so a cursor never advances (as broken proxies do)
   latency              sleep seconds before handling
   drop                 close the connection without a response
   truncate             send the headers and after_bytes body bytes, then close

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import random
 import re
@@ -77,6 +78,39 @@ def test_insufficient_quota(api, ctl):
     for params in ({"status": 500}, {"message": "m"}, {"retry_after": 1}, {"after_bytes": 3}):
         with pytest.raises(EmulatorControlError):
             ctl.add_fault("insufficient_quota", **params)
+
+
+def test_stuck_cursor_repeats_the_first_page(api, ctl):
+    seeded = ctl.seed_files([{"filename": f"{i}.txt", "purpose": "user_data", "content": b"x",
+                              "created_at": 1_700_000_000 + i} for i in range(5)])
+    newest_first = [f["id"] for f in reversed(seeded)]
+    rule = ctl.add_fault("stuck_cursor")
+    first = api.get("/files", params={"limit": 2}).json()
+    assert [f["id"] for f in first["data"]] == newest_first[:2] and first["has_more"] is True
+    again = api.get("/files", params={"limit": 2, "after": first["last_id"]})
+    assert again.headers["x-emulator-fault"] == "stuck_cursor"
+    assert again.json() == first
+    # a page that holds everything still claims that more follow
+    whole = api.get("/files", params={"purpose": "user_data"}).json()
+    assert [f["id"] for f in whole["data"]] == newest_first and whole["has_more"] is True
+    assert api.get("/files", params={"after": whole["last_id"]}).json() == whole
+    # no other request matches, nor counts
+    assert api.get(f"/files/{seeded[0]['id']}").status_code == 200
+    assert created(post_file(api, "new.txt", b"y"))
+    assert_error(api.get("/files", params={"limit": 0}), 400, param="limit")
+    assert [f for f in ctl.faults() if f["id"] == rule["id"]][0]["matched"] == 5
+    ctl.clear_faults()
+    assert api.get("/files", params={"limit": 2, "after": first["last_id"]}).json()["data"] != first["data"]
+
+
+def test_stuck_cursor_makes_the_sdk_walk_the_same_page_again(sdk, ctl):
+    seeded = ctl.seed_files([{"filename": f"{i}.txt", "purpose": "vision", "content": b"x",
+                              "created_at": 1_700_000_000 + i} for i in range(3)])
+    ctl.add_fault("stuck_cursor", count=4)
+    walked = [f.id for f in itertools.islice(sdk.files.list(limit=2), 9)]
+    top2 = [seeded[2]["id"], seeded[1]["id"]]
+    # four stuck pages, then the real next page (after the stuck page's last id), and the end
+    assert walked == top2 * 4 + [seeded[0]["id"]]
 
 
 def test_latency_rule_and_global_latency(api, ctl):
