@@ -9,10 +9,13 @@ import asyncio
 import base64
 import binascii
 import json
+import logging
+import os
+import sys
 import time
 from collections import deque
 from dataclasses import asdict, replace
-from typing import Callable, Iterable
+from typing import Any, Callable, Iterable, NoReturn
 from urllib.parse import parse_qsl, urlencode
 
 from starlette.requests import Request
@@ -24,8 +27,10 @@ from openai_fs.emulator.api_routes import check_text
 from openai_fs.emulator.backend import Backend
 from openai_fs.emulator.config import RuntimeConfig
 from openai_fs.emulator.errors import ErrorReply
-from openai_fs.emulator.faults import FaultRule, FaultSet
+from openai_fs.emulator.faults import DIE_EXIT_STATUS, FaultRule, FaultSet
 from openai_fs.emulator.responses import error_response, json_response, read_json, route
+
+log = logging.getLogger("openai_fs.emulator")
 
 #: Most request log entries kept (the oldest are dropped).
 REQUEST_LOG_LIMIT = 100_000
@@ -83,21 +88,32 @@ class Dropped(Exception):
     """The connection was closed on purpose (a ``truncate`` fault) while the handler was sending."""
 
 
-async def close_connection(receive: Callable) -> None:
-    """Close the client connection under the server's feet, without (more of) a response.
-
-    uvicorn gives no API for this, so it reaches the transport through the request cycle that
-    ``receive`` is a bound method of (true for its h11 and httptools protocols). Bytes already
-    written are flushed first, so a truncated body really carries what was sent. Waiting for the
-    server to see the connection as lost keeps it from logging the unfinished response as an error.
-    """
-    cycle = getattr(receive, "__self__", None)
-    transport = getattr(cycle, "transport", None)
+def _transport(receive: Callable) -> Any:
+    """The connection's transport. uvicorn gives no API for it, so it is reached through the
+    request cycle that ``receive`` is a bound method of (true for its h11 and httptools protocols)."""
+    transport = getattr(getattr(receive, "__self__", None), "transport", None)
     if transport is None:
         raise RuntimeError("this server does not expose its transport; cannot drop the connection")
+    return transport
+
+
+async def _flush(transport: Any) -> None:
+    """Wait (up to 5 s) until the bytes written so far have left for the kernel."""
     deadline = time.monotonic() + 5.0
     while transport.get_write_buffer_size() and not transport.is_closing() and time.monotonic() < deadline:
         await asyncio.sleep(0.002)
+
+
+async def close_connection(receive: Callable) -> None:
+    """Close the client connection under the server's feet, without (more of) a response.
+
+    Bytes already written are flushed first, so a truncated body really carries what was sent.
+    Waiting for the server to see the connection as lost keeps it from logging the unfinished
+    response as an error.
+    """
+    cycle = getattr(receive, "__self__", None)
+    transport = _transport(receive)
+    await _flush(transport)
     transport.close()
     for _ in range(1000):
         if getattr(cycle, "disconnected", True) or getattr(cycle, "response_complete", False):
@@ -128,6 +144,8 @@ async def apply_fault(rule: FaultRule | None, handle: Callable, scope, receive, 
     elif kind == "status_after_commit":
         await handle(scope, receive, discard)
         await _fault_error(rule, scope, receive, send)
+    elif kind == "die":
+        await _die(rule, handle, scope, receive, send, raw_receive)
     elif kind == "stuck_cursor":
         await _stuck_cursor(handle, scope, receive, send)
     elif kind == "truncate":
@@ -152,6 +170,51 @@ async def apply_fault(rule: FaultRule | None, handle: Callable, scope, receive, 
             await handle(scope, receive, truncating_send)
         except Dropped:
             pass
+
+
+async def _exit_now(raw_receive: Callable) -> NoReturn:
+    """End the whole process at once, as a kill would, once what was sent has left."""
+    await _flush(_transport(raw_receive))
+    log.info("fault die: the emulator exits now (status %d)", DIE_EXIT_STATUS)
+    sys.stderr.flush()
+    os._exit(DIE_EXIT_STATUS)
+
+
+async def _die(rule: FaultRule, handle: Callable, scope, receive, send, raw_receive) -> None:
+    """Exit after ``rule.after_bytes`` bytes of the request body (a request that has one, which
+    is then never answered) or of the response body (any other request)."""
+    limit = rule.after_bytes
+    moved = 0
+    if limit == 0:
+        await _exit_now(raw_receive)
+    if scope["method"] in ("POST", "PUT", "PATCH"):
+        async def dying_receive() -> dict:
+            nonlocal moved
+            message = await receive()
+            moved += len(message.get("body", b""))
+            if moved >= limit or not message.get("more_body", False):
+                await _exit_now(raw_receive)
+            return message
+
+        async def silent_send(message: dict) -> None:
+            await _exit_now(raw_receive)  # answering before the whole body came (an error)
+
+        await handle(scope, dying_receive, silent_send)
+    else:
+        async def dying_send(message: dict) -> None:
+            nonlocal moved
+            if message["type"] == "http.response.start":
+                await send({**message, "headers": [*message.get("headers", []), (FAULT_HEADER.encode(), b"die")]})
+                return
+            piece = message.get("body", b"")[:limit - moved]
+            if piece:
+                await send({"type": "http.response.body", "body": piece, "more_body": True})
+                moved += len(piece)
+            if moved >= limit or not message.get("more_body", False):
+                await _exit_now(raw_receive)
+
+        await handle(scope, receive, dying_send)
+    await _exit_now(raw_receive)
 
 
 async def _stuck_cursor(handle: Callable, scope, receive, send) -> None:

@@ -26,6 +26,12 @@ Kinds and their parameters:
                          matches no other request
 ``latency``              sleep ``seconds`` before handling
 ``drop``                 close the connection before handling, without any response
+``die``                  the whole emulator process exits at once (``os._exit``, status
+                         ``DIE_EXIT_STATUS``), as if killed: for a request with a body (POST)
+                         once ``after_bytes`` (default 0) bytes of it have arrived, or when it is
+                         complete, and before any answer; for other requests after
+                         ``after_bytes`` bytes of the response body (0: before handling), or at
+                         its end. Clients see a reset connection, then refused ones
 ``truncate``             handle, send the headers and ``after_bytes`` (default 0) body bytes, then
                          close
 ``malformed``            answer 200 with a body that is not valid JSON, without handling
@@ -48,8 +54,10 @@ from typing import Any, Callable
 
 from openai_fs.emulator import errors
 
-KINDS = ("status", "insufficient_quota", "stuck_cursor", "latency", "drop", "truncate", "malformed",
+KINDS = ("status", "insufficient_quota", "stuck_cursor", "latency", "drop", "die", "truncate", "malformed",
          "drop_after_commit", "status_after_commit")
+#: Exit status of an emulator that a ``die`` fault ended.
+DIE_EXIT_STATUS = 99
 #: Kinds that answer an OpenAI error body with ``FaultRule.status``.
 STATUS_KINDS = frozenset({"status", "status_after_commit", "insufficient_quota"})
 
@@ -69,6 +77,7 @@ _KIND_PARAMS: dict[str, dict[str, Callable[[Any], Any]]] = {
                "retry_after_ms": float},
     "latency": {"seconds": float},
     "truncate": {"after_bytes": int},
+    "die": {"after_bytes": int},
 }
 _KIND_PARAMS["status_after_commit"] = _KIND_PARAMS["status"]
 #: Kinds that only ever match one operation: (method, path).

@@ -52,6 +52,9 @@ skip. Kinds and their parameters:
                        so a cursor never advances (as broken proxies do)
   latency              sleep seconds before handling
   drop                 close the connection without a response
+  die                  the whole process exits at once (status 99), as if killed: after
+                       after_bytes bytes of the request body (POST; never answered) or of the
+                       response body (others); 0, the default: before handling
   truncate             send the headers and after_bytes body bytes, then close
   malformed            answer 200 with a body that is not JSON
   drop_after_commit    handle the request, then close without a response

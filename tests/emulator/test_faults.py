@@ -12,8 +12,9 @@ import httpx
 import pytest
 
 from openai_fs.emulator.control import EmulatorControlError, EmulatorProcess
+from openai_fs.emulator.faults import DIE_EXIT_STATUS
 
-from .helpers import MiB, assert_error, created, post_file, wait_for
+from .helpers import MiB, assert_error, chunks, created, multipart_stream, post_file, wait_for
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -197,6 +198,77 @@ def test_truncate_content(api, ctl):
     with api.stream("GET", f"/files/{f['id']}/content") as r:
         with pytest.raises(httpx.RemoteProtocolError):
             r.read()
+
+
+@pytest.fixture
+def own(tmp_path):
+    """An emulator of this test's own (permissive, like the session one), that it may kill."""
+    emu = EmulatorProcess(tmp_path / "own", permissive=True)
+    emu.start()
+    client = httpx.Client(base_url=emu.base_url, headers={"Authorization": "Bearer k"}, timeout=30)
+    yield emu, client
+    client.close()
+    emu.stop()
+
+
+def assert_died(emu: EmulatorProcess) -> None:
+    wait_for(lambda: not emu.running(), what="the emulator to exit")
+    assert emu.returncode == DIE_EXIT_STATUS
+    assert "fault die: the emulator exits now" in emu.output()
+    with pytest.raises(httpx.ConnectError):
+        httpx.get(f"{emu.base_url}/files", headers={"Authorization": "Bearer k"})
+
+
+def test_die_mid_download(own):
+    emu, client = own
+    content = bytes(range(256)) * 8192  # 2 MiB
+    f = emu.control.seed_file("big.bin", "vision", content)
+    emu.control.add_fault("die", after_bytes=MiB + 7, path=r"/content$")
+    received = bytearray()
+    with pytest.raises(httpx.TransportError):
+        with client.stream("GET", f"/files/{f['id']}/content") as r:
+            assert r.status_code == 200 and r.headers["x-emulator-fault"] == "die"
+            for piece in r.iter_raw():
+                received += piece
+    assert bytes(received) == content[:MiB + 7]
+    assert_died(emu)
+    # started again, it has lost nothing and forgotten the fault
+    emu.restart()
+    client.headers["Connection"] = "close"
+    assert client.get(f"/files/{f['id']}/content").content == content
+    assert emu.control.faults() == []
+
+
+def test_die_mid_upload_leaves_no_file(own):
+    emu, client = own
+    emu.control.add_fault("die", after_bytes=MiB, method="POST", path=r"^/v1/files$")
+    size = 16 * MiB
+    headers, body = multipart_stream([("purpose", "user_data")], "file", "big.bin", size, chunks(size, 9))
+    with pytest.raises(httpx.TransportError):
+        client.post("/files", content=body, headers=headers)
+    assert_died(emu)
+    emu.restart()
+    client.headers["Connection"] = "close"
+    assert client.get("/files").json()["data"] == []
+    assert list((emu.data_dir / "tmp").iterdir()) == []
+
+
+def test_die_before_answering(own):
+    emu, client = own
+    emu.control.add_fault("die", method="GET", path=r"^/v1/files$")
+    with pytest.raises(httpx.TransportError):
+        client.get("/files")
+    assert_died(emu)
+
+
+def test_die_on_a_small_post_never_answers(own):
+    emu, client = own
+    emu.control.add_fault("die", after_bytes=10**9, method="POST")
+    with pytest.raises(httpx.TransportError):
+        post_file(client, "a.txt", b"small")
+    assert_died(emu)
+    emu.restart()
+    assert httpx.get(f"{emu.base_url}/files", headers={"Authorization": "Bearer k"}).json()["data"] == []
 
 
 def test_malformed(api, ctl):
