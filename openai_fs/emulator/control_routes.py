@@ -18,7 +18,7 @@ from dataclasses import asdict, replace
 from typing import Any, Callable, Iterable, NoReturn
 from urllib.parse import parse_qsl, urlencode
 
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import Router
 
@@ -146,6 +146,8 @@ async def apply_fault(rule: FaultRule | None, handle: Callable, scope, receive, 
         await _fault_error(rule, scope, receive, send)
     elif kind == "die":
         await _die(rule, handle, scope, receive, send, raw_receive)
+    elif kind == "stall":
+        await _stall(rule, handle, scope, receive, send)
     elif kind == "stuck_cursor":
         await _stuck_cursor(handle, scope, receive, send)
     elif kind == "truncate":
@@ -215,6 +217,37 @@ async def _die(rule: FaultRule, handle: Callable, scope, receive, send, raw_rece
 
         await handle(scope, receive, dying_send)
     await _exit_now(raw_receive)
+
+
+async def _until_gone(receive: Callable) -> None:
+    """Wait, answering nothing, until the client closes the connection (a request body still
+    arriving is read and dropped, so that its end is seen)."""
+    while (await receive())["type"] != "http.disconnect":
+        pass
+
+
+async def _stall(rule: FaultRule, handle: Callable, scope, receive, send) -> None:
+    """Go silent after ``rule.after_bytes`` bytes of the response body (before handling, for 0)."""
+    limit = rule.after_bytes
+    if limit == 0:
+        await _until_gone(receive)
+        return
+    sent = 0
+
+    async def stalling_send(message: dict) -> None:
+        nonlocal sent
+        if message["type"] == "http.response.start":
+            await send({**message, "headers": [*message.get("headers", []), (FAULT_HEADER.encode(), b"stall")]})
+            return
+        piece = message.get("body", b"")[:limit - sent]
+        if piece:
+            await send({"type": "http.response.body", "body": piece, "more_body": True})
+            sent += len(piece)
+        if sent >= limit or not message.get("more_body", False):
+            await _until_gone(receive)
+            raise ClientDisconnect()
+
+    await handle(scope, receive, stalling_send)
 
 
 async def _stuck_cursor(handle: Callable, scope, receive, send) -> None:

@@ -32,6 +32,10 @@ Kinds and their parameters:
                          complete, and before any answer; for other requests after
                          ``after_bytes`` bytes of the response body (0: before handling), or at
                          its end. Clients see a reset connection, then refused ones
+``stall``                handle, send the headers and ``after_bytes`` body bytes, then send
+                         nothing more and keep the connection open until the client goes away; with
+                         ``after_bytes`` 0 (the default) nothing is handled or answered at all: a
+                         server that went silent
 ``truncate``             handle, send the headers and ``after_bytes`` (default 0) body bytes, then
                          close
 ``malformed``            answer 200 with a body that is not valid JSON, without handling
@@ -54,8 +58,8 @@ from typing import Any, Callable
 
 from openai_fs.emulator import errors
 
-KINDS = ("status", "insufficient_quota", "stuck_cursor", "latency", "drop", "die", "truncate", "malformed",
-         "drop_after_commit", "status_after_commit")
+KINDS = ("status", "insufficient_quota", "stuck_cursor", "latency", "drop", "die", "stall", "truncate",
+         "malformed", "drop_after_commit", "status_after_commit")
 #: Exit status of an emulator that a ``die`` fault ended.
 DIE_EXIT_STATUS = 99
 #: Kinds that answer an OpenAI error body with ``FaultRule.status``.
@@ -78,6 +82,7 @@ _KIND_PARAMS: dict[str, dict[str, Callable[[Any], Any]]] = {
     "latency": {"seconds": float},
     "truncate": {"after_bytes": int},
     "die": {"after_bytes": int},
+    "stall": {"after_bytes": int},
 }
 _KIND_PARAMS["status_after_commit"] = _KIND_PARAMS["status"]
 #: Kinds that only ever match one operation: (method, path).

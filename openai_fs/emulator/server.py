@@ -55,6 +55,9 @@ skip. Kinds and their parameters:
   die                  the whole process exits at once (status 99), as if killed: after
                        after_bytes bytes of the request body (POST; never answered) or of the
                        response body (others); 0, the default: before handling
+  stall                send the headers and after_bytes body bytes, then nothing more, keeping
+                       the connection open until the client leaves; 0, the default: answer
+                       nothing at all (a server that went silent)
   truncate             send the headers and after_bytes body bytes, then close
   malformed            answer 200 with a body that is not JSON
   drop_after_commit    handle the request, then close without a response

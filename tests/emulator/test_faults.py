@@ -7,6 +7,7 @@ import itertools
 import json
 import random
 import re
+import socket
 
 import httpx
 import pytest
@@ -269,6 +270,74 @@ def test_die_on_a_small_post_never_answers(own):
     assert_died(emu)
     emu.restart()
     assert httpx.get(f"{emu.base_url}/files", headers={"Authorization": "Bearer k"}).json()["data"] == []
+
+
+def impatient(api: httpx.Client) -> httpx.Client:
+    """A client of the same server that waits at most half a second for the next bytes."""
+    return httpx.Client(base_url=api.base_url, headers=api.headers, timeout=httpx.Timeout(30, read=0.5))
+
+
+def test_stall_without_answering(api, ctl, emulator):
+    start = len(emulator.output())
+    ctl.add_fault("stall", path=r"^/v1/files$", count=1)
+    with impatient(api) as client, pytest.raises(httpx.ReadTimeout):
+        client.get("/files")
+    wait_for(lambda: ctl.requests()[0]["duration"] is not None, what="the stalled request to end")
+    [entry] = ctl.requests()
+    assert entry["fault"] == "stall" and entry["status"] is None and entry["response_bytes"] == 0
+    assert api.get("/files").status_code == 200
+    new = emulator.output()[start:]
+    assert "Traceback" not in new and "ERROR" not in new, new
+
+
+def test_stall_mid_download(api, ctl):
+    content = bytes(range(256)) * 8192  # 2 MiB
+    f = created(post_file(api, "big.bin", content))
+    ctl.add_fault("stall", after_bytes=MiB + 3, path=r"/content$", count=1)
+    ctl.clear_requests()
+    received = bytearray()
+    with impatient(api) as client:
+        with client.stream("GET", f"/files/{f['id']}/content") as r:
+            assert r.status_code == 200 and r.headers["x-emulator-fault"] == "stall"
+            with pytest.raises(httpx.ReadTimeout):
+                for piece in r.iter_raw():
+                    received += piece
+    assert bytes(received) == content[:MiB + 3]
+    wait_for(lambda: ctl.requests()[0]["duration"] is not None, what="the stalled request to end")
+    assert ctl.requests()[0]["response_bytes"] == MiB + 3
+
+
+def test_a_stalled_connection_stays_open_until_the_client_leaves(api, ctl, emulator):
+    f = created(post_file(api, "a.bin", b"0123456789" * 1000))
+    ctl.add_fault("stall", after_bytes=5, path=r"/content$", count=1)
+    ctl.clear_requests()
+    host, port = emulator.base_url.split("//")[1].split("/")[0].split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        sock.sendall(f"GET /v1/files/{f['id']}/content HTTP/1.1\r\nHost: {host}\r\n"
+                     f"Authorization: Bearer k\r\n\r\n".encode())
+        head = b""
+        while b"\r\n\r\n" not in head:
+            head += sock.recv(65536)
+        head, _, body = head.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 200") and b"x-emulator-fault: stall" in head
+        while b"01234" not in body:
+            body += sock.recv(65536)
+        # nothing more comes, and the connection is not closed (recv would return b"")
+        sock.settimeout(1.0)
+        with pytest.raises(socket.timeout):
+            sock.recv(65536)
+        # meanwhile the server answers others
+        assert api.get(f"/files/{f['id']}").status_code == 200
+        assert ctl.requests()[0]["duration"] is None
+    wait_for(lambda: ctl.requests()[0]["duration"] is not None, what="the stalled request to end")
+
+
+def test_stall_on_an_upload_commits_nothing(api, ctl):
+    ctl.add_fault("stall", method="POST")
+    with impatient(api) as client, pytest.raises(httpx.ReadTimeout):
+        post_file(client, "a.txt", b"x" * 100_000)
+    wait_for(lambda: ctl.requests()[0]["duration"] is not None, what="the stalled request to end")
+    assert ctl.state()["files"] == [] and ctl.requests()[0]["request_bytes"] > 100_000
 
 
 def test_malformed(api, ctl):
