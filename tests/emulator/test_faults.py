@@ -215,7 +215,8 @@ def own(tmp_path):
 def assert_died(emu: EmulatorProcess) -> None:
     wait_for(lambda: not emu.running(), what="the emulator to exit")
     assert emu.returncode == DIE_EXIT_STATUS
-    assert "fault die: the emulator exits now" in emu.output()
+    # (the output is read by a thread of its own, which may not have seen the last line yet)
+    wait_for(lambda: "fault die: the emulator exits now" in emu.output(), what="the emulator's last words")
     with pytest.raises(httpx.ConnectError):
         httpx.get(f"{emu.base_url}/files", headers={"Authorization": "Bearer k"})
 
