@@ -9,6 +9,7 @@ and of ``openai-fs mount --demo``.
 - ``config``          the runtime configuration (``PATCH /_emulator/config``)
 - ``responses``       JSON and error responses, the streamed file body (shared by both route sets)
 - ``backend``         the store and the worker pool of its blocking calls
+- ``extras``          hostile entries that tests add to listings
 - ``store``           SQLite metadata and blob files in the data directory
 - ``forms``           streaming multipart bodies
 - ``faults``          fault rules

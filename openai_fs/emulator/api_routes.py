@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 from functools import partial
 from typing import Any, Callable, Iterable
+from urllib.parse import unquote
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -19,6 +20,7 @@ from openai_fs.emulator import errors
 from openai_fs.emulator.backend import Backend
 from openai_fs.emulator.config import RuntimeConfig
 from openai_fs.emulator.errors import ErrorReply
+from openai_fs.emulator.extras import ListingExtras
 from openai_fs.emulator.forms import read_form
 from openai_fs.emulator.responses import FileStream, content_disposition, json_response, read_json, route
 from openai_fs.emulator.store import FileRecord, UnknownCursor, UploadRecord, remove_paths
@@ -113,13 +115,16 @@ def _post_limit(purpose: str | None) -> tuple[int, str]:
 
 
 class ApiRoutes:
-    """The ``/v1`` handlers. ``config`` returns the runtime configuration in force."""
+    """The ``/v1`` handlers, an ASGI app. ``config`` returns the runtime configuration in force;
+    ``extras`` are the hostile entries listings carry."""
 
-    def __init__(self, backend: Backend, config: Callable[[], RuntimeConfig]) -> None:
+    def __init__(self, backend: Backend, config: Callable[[], RuntimeConfig],
+                 extras: ListingExtras | None = None) -> None:
         self.backend = backend
         self.store = backend.store
         self.executor = backend.executor
         self.config = config
+        self.extras = extras if extras is not None else ListingExtras()
         self._completing: set[str] = set()
         self.router = Router(redirect_slashes=False, routes=[
             route("/v1/files", GET=self.list_files, POST=self.create_file),
@@ -134,6 +139,22 @@ class ApiRoutes:
     def reset(self) -> None:
         """Forget what is in progress (the store is being reset)."""
         self._completing.clear()
+
+    async def __call__(self, scope, receive, send) -> None:
+        extra = self._extra_by_id(scope) if scope["method"] in ("GET", "HEAD") else None
+        if extra is not None:
+            await json_response(extra)(scope, receive, send)
+            return
+        await self.router(scope, receive, send)
+
+    def _extra_by_id(self, scope) -> dict | None:
+        """The injected listing entry ``GET /files/{id}`` asks for, if any. The id is taken from
+        the raw path, percent-decoded, so that ids holding ``/`` (sent as ``%2F``) match too."""
+        raw = scope.get("raw_path") or scope["path"].encode()
+        prefix = b"/v1/files/"
+        if not len(self.extras) or not raw.startswith(prefix) or b"/" in raw[len(prefix):]:
+            return None
+        return self.extras.by_id(unquote(raw[len(prefix):].decode("latin-1")))
 
     # -- /v1/files --------------------------------------------------------------------------
 
@@ -164,8 +185,10 @@ class ApiRoutes:
         except UnknownCursor:
             raise errors.invalid(f"Invalid 'after': no such object: {after}", param="after") from None
         data = [rec.api() for rec in page]
-        return json_response({"object": "list", "data": data, "first_id": data[0]["id"] if data else None,
-                              "last_id": data[-1]["id"] if data else None, "has_more": has_more})
+        first_id, last_id = (data[0]["id"], data[-1]["id"]) if data else (None, None)
+        data += self.extras.for_listing(purpose)  # raw, after the store's files; not in the ids
+        return json_response({"object": "list", "data": data, "first_id": first_id, "last_id": last_id,
+                              "has_more": has_more})
 
     async def create_file(self, request: Request) -> Response:
         def on_text(name: str, value: str) -> None:

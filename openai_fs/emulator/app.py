@@ -28,6 +28,7 @@ from openai_fs.emulator.backend import Backend
 from openai_fs.emulator.config import RuntimeConfig
 from openai_fs.emulator.control_routes import ControlRoutes, Dropped, Pacer, apply_fault
 from openai_fs.emulator.errors import ErrorReply
+from openai_fs.emulator.extras import ListingExtras
 from openai_fs.emulator.forms import ClientDisconnected
 from openai_fs.emulator.responses import error_response
 from openai_fs.emulator.store import Store
@@ -57,8 +58,9 @@ class EmulatorApp:
         self.log_access = log_access
         self.executor = ThreadPoolExecutor(max_workers=io_workers, thread_name_prefix="emulator-io")
         backend = Backend(store, self.executor)
-        self.api = ApiRoutes(backend, config=lambda: self.control.config)
-        self.control = ControlRoutes(backend, config=config, faults=faults, on_reset=self.api.reset)
+        extras = ListingExtras()
+        self.api = ApiRoutes(backend, config=lambda: self.control.config, extras=extras)
+        self.control = ControlRoutes(backend, config=config, faults=faults, extras=extras, on_reset=self.api.reset)
 
     def close(self) -> None:
         self.executor.shutdown(wait=True)
@@ -164,7 +166,7 @@ class EmulatorApp:
             delay += self.control.config.latency
             if delay:
                 await asyncio.sleep(delay)
-            await apply_fault(rule, partial(self._guarded, self.api.router), scope, counting_receive,
+            await apply_fault(rule, partial(self._guarded, self.api), scope, counting_receive,
                               counting_send, raw_receive)
         finally:
             entry["duration"] = time.monotonic() - started

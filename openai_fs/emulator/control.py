@@ -132,6 +132,19 @@ class EmulatorControl:
     def advance_clock(self, seconds: float) -> None:
         self._call("POST", "/clock", json={"advance": seconds})
 
+    # hostile listing entries
+    def add_listing_extras(self, entries: Sequence[Any], purpose: str | None = None) -> dict:
+        """Append these raw JSON values, unvalidated, to the ``data`` of every ``GET /files`` page
+        (of ``purpose`` and unfiltered listings, or of every listing when None); ``GET /files/{id}``
+        answers an object among them whose ``id`` matches. Until ``clear_listing_extras`` or reset."""
+        return self._call("POST", "/listing_extras", json={"purpose": purpose, "entries": list(entries)})
+
+    def listing_extras(self) -> list[dict]:
+        return self._call("GET", "/listing_extras")
+
+    def clear_listing_extras(self) -> None:
+        self._call("DELETE", "/listing_extras")
+
     def seed_file(self, filename: str, purpose: str, content: bytes, created_at: int | None = None,
                   expires_at: int | None = None) -> dict:
         return self._call("POST", "/seed", json=_seed_item(filename, purpose, content, created_at, expires_at))

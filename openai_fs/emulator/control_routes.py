@@ -1,6 +1,6 @@
 """The emulator's test-facing side: the control API under ``/_emulator/`` (request log,
-faults, runtime config, state, reset, clock, seeding) and the application of a fault to a
-``/v1`` request (:func:`apply_fault`).
+faults, runtime config, state, reset, clock, seeding, hostile listing entries) and the
+application of a fault to a ``/v1`` request (:func:`apply_fault`).
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from openai_fs.emulator.api_routes import check_text
 from openai_fs.emulator.backend import Backend
 from openai_fs.emulator.config import RuntimeConfig
 from openai_fs.emulator.errors import ErrorReply
+from openai_fs.emulator.extras import ListingExtras
 from openai_fs.emulator.faults import DIE_EXIT_STATUS, FaultRule, FaultSet
 from openai_fs.emulator.responses import error_response, json_response, read_json, route
 
@@ -292,8 +293,9 @@ class ControlRoutes:
     request log. ``on_reset`` is called when the store is reset."""
 
     def __init__(self, backend: Backend, *, config: RuntimeConfig | None = None, faults: Iterable[dict] = (),
-                 on_reset: Callable[[], None] = lambda: None) -> None:
+                 extras: ListingExtras | None = None, on_reset: Callable[[], None] = lambda: None) -> None:
         self.backend = backend
+        self.extras = extras if extras is not None else ListingExtras()
         self.store = backend.store
         self.on_reset = on_reset
         self.initial_config = config or RuntimeConfig()
@@ -313,6 +315,8 @@ class ControlRoutes:
             route("/_emulator/reset", POST=self.ctl_reset),
             route("/_emulator/clock", GET=self.ctl_clock, POST=self.ctl_advance_clock),
             route("/_emulator/seed", POST=self.ctl_seed),
+            route("/_emulator/listing_extras", GET=self.ctl_listing_extras, POST=self.ctl_add_listing_extras,
+                  DELETE=self.ctl_clear_listing_extras),
         ])
 
     async def ctl_requests(self, request: Request) -> Response:
@@ -368,9 +372,35 @@ class ControlRoutes:
         self.faults.clear()
         self.config = replace(self.initial_config)
         self.requests.clear()
+        self.extras.clear()
         self.on_reset()
         await self.backend.run(self.store.reset)
         return json_response({"reset": True})
+
+    async def ctl_listing_extras(self, request: Request) -> Response:
+        return json_response(self.extras.list())
+
+    async def ctl_add_listing_extras(self, request: Request) -> Response:
+        """Raw entries for every ``GET /files`` page: a JSON list (every listing), or
+        ``{"purpose": P, "entries": [...]}`` (listings of P, and unfiltered ones)."""
+        body = await read_json(request)
+        purpose = None
+        if isinstance(body, dict):
+            unknown = set(body) - {"purpose", "entries"}
+            if unknown:
+                raise errors.unrecognized_argument(sorted(unknown)[0])
+            purpose, body = body.get("purpose"), body.get("entries")
+            if purpose is not None and not isinstance(purpose, str):
+                raise errors.invalid("'purpose' must be a string or null.", param="purpose")
+        if not isinstance(body, list):
+            raise errors.invalid("Expected a JSON list of entries, or {\"purpose\": ..., \"entries\": [...]}.",
+                                 param="entries")
+        self.extras.add(body, purpose)
+        return json_response({"added": len(body), "total": len(self.extras)})
+
+    async def ctl_clear_listing_extras(self, request: Request) -> Response:
+        self.extras.clear()
+        return json_response({"cleared": True})
 
     async def ctl_clock(self, request: Request) -> Response:
         return json_response({"now": self.store.clock.now(), "offset": self.store.clock.offset})
