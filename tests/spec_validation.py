@@ -13,8 +13,9 @@ response does not match:
 - any other response must be a documented status of a documented operation, ``application/json``,
   and its body must match the documented schema.
 
-Responses that an injected ``malformed`` or ``truncate`` fault broke on purpose (header
-``x-emulator-fault``) are checked on the request id only.
+Responses that an injected ``malformed``, ``truncate``, ``die`` or ``stall`` fault broke on purpose
+(header ``x-emulator-fault``) are checked on the request id only, and their body is left for the
+client to read (and fail on).
 
 The hooks make every response a client sees go through the validator: ``httpx_hook`` for
 ``httpx.Client``, ``async_httpx_hook`` for ``httpx.AsyncClient``, and ``sdk_http_client()`` builds
@@ -44,7 +45,7 @@ REQUEST_ID_RE = re.compile(r"^req_[0-9a-f]{32}$")
 CONTENT_RANGE_RE = re.compile(r"^bytes (\d+)-(\d+)/(\d+)$")
 CONTENT_TEMPLATE = "/files/{file_id}/content"
 FAULT_HEADER = "x-emulator-fault"
-UNCHECKED_FAULTS = {"malformed", "truncate"}
+UNCHECKED_FAULTS = {"malformed", "truncate", "die", "stall"}
 
 
 class SpecViolation(AssertionError):

@@ -462,3 +462,16 @@ def test_faults_from_the_command_line(tmp_path):
 def test_bad_fault_on_the_command_line_fails_at_startup(tmp_path):
     with pytest.raises(RuntimeError, match="unknown fault kind"):
         EmulatorProcess(tmp_path / "data", extra_args=["--fault", "explode:count=1"]).start()
+
+
+def test_the_spec_checker_leaves_a_stalled_body_to_the_client(api, ctl):
+    """The ``api`` client validates responses in a hook; a body broken on purpose is not read
+    there, so the client itself meets the failure where it reads."""
+    f = created(post_file(api, "a.txt", b"x" * 5000))
+    ctl.add_fault("stall", after_bytes=10, path=r"^/v1/files/[^/]+$", count=1)
+    with impatient(api) as client:
+        client.event_hooks = api.event_hooks
+        with client.stream("GET", f"/files/{f['id']}") as r:
+            assert r.status_code == 200
+            with pytest.raises(httpx.ReadTimeout):
+                r.read()
