@@ -7,12 +7,15 @@ response does not match:
 - an error (status >= 400) is ``application/json`` and matches ``ErrorResponse``;
 - ``GET /files/{file_id}/content`` (200/206) is checked on status and headers only: its body is
   the raw bytes (the spec's ``application/json`` string is wrong there, see NOTES.md), so it must
-  be ``application/octet-stream`` with a ``Content-Length``, and a 206 a matching ``Content-Range``;
+  be ``application/octet-stream``, framed by a ``Content-Length`` or (a 200, as the real service
+  sends it) ``Transfer-Encoding: chunked``, and a 206 needs a ``Content-Range`` that fits its
+  ``Content-Length``;
 - any other response must be a documented status of a documented operation, ``application/json``,
   and its body must match the documented schema.
 
-Responses that an injected ``malformed`` or ``truncate`` fault broke on purpose (header
-``x-emulator-fault``) are checked on the request id only.
+Responses that an injected ``malformed``, ``truncate``, ``die`` or ``stall`` fault broke on purpose
+(header ``x-emulator-fault``) are checked on the request id only, and their body is left for the
+client to read (and fail on).
 
 The hooks make every response a client sees go through the validator: ``httpx_hook`` for
 ``httpx.Client``, ``async_httpx_hook`` for ``httpx.AsyncClient``, and ``sdk_http_client()`` builds
@@ -42,7 +45,7 @@ REQUEST_ID_RE = re.compile(r"^req_[0-9a-f]{32}$")
 CONTENT_RANGE_RE = re.compile(r"^bytes (\d+)-(\d+)/(\d+)$")
 CONTENT_TEMPLATE = "/files/{file_id}/content"
 FAULT_HEADER = "x-emulator-fault"
-UNCHECKED_FAULTS = {"malformed", "truncate"}
+UNCHECKED_FAULTS = {"malformed", "truncate", "die", "stall"}
 
 
 class SpecViolation(AssertionError):
@@ -161,7 +164,8 @@ class SpecValidator:
         if headers.get("content-type", "").split(";")[0].strip() != "application/octet-stream":
             fail(f"content-type is {headers.get('content-type')!r}, not application/octet-stream")
         length = headers.get("content-length", "")
-        if not length.isdigit():
+        chunked = "content-length" not in headers and headers.get("transfer-encoding", "").lower() == "chunked"
+        if not length.isdigit() and not (status == 200 and chunked):
             fail(f"missing or bad content-length {length!r}")
         if status == 206:
             m = CONTENT_RANGE_RE.match(headers.get("content-range", ""))

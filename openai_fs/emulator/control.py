@@ -21,13 +21,18 @@ import threading
 import time
 import weakref
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterable, Sequence
 
 import httpx
+
+from openai_fs.emulator.config import ALL_PURPOSES, REAL_DOWNLOADABLE
 
 READY_RE = re.compile(r"^openai-fs emulator listening on (http://(\S+):(\d+)/v1)$", re.MULTILINE)
 #: Child output kept by ``output()`` (the oldest is dropped beyond this).
 OUTPUT_LIMIT = 8 * 1024 * 1024
+#: ``openai-fs serve`` options of ``EmulatorProcess(permissive=True)``: content of every purpose
+#: is served (the real service refuses some), and Range is honoured (the real service ignores it).
+PERMISSIVE_ARGS: tuple[str, ...] = ("--downloadable", ALL_PURPOSES, "--honour-range")
 
 _running: "weakref.WeakSet[EmulatorProcess]" = weakref.WeakSet()
 
@@ -94,12 +99,28 @@ class EmulatorControl:
     def faults(self) -> list[dict]:
         return self._call("GET", "/faults")
 
-    # runtime config: ignore_range, page_cap, latency
+    # runtime config: downloadable, honour_range, page_cap, latency, bandwidth
     def config(self) -> dict:
         return self._call("GET", "/config")
 
     def set_config(self, **changes: Any) -> dict:
         return self._call("PATCH", "/config", json=changes)
+
+    def set_downloadable(self, purposes: str | Iterable[str]) -> dict:
+        """Serve the content of these purposes only (``"all"``: of every purpose); the others
+        answer 400 "Not allowed to download files of purpose: P"."""
+        value = purposes if purposes == ALL_PURPOSES else list(purposes)
+        return self.set_config(downloadable=value)
+
+    def use_real_service_defaults(self) -> dict:
+        """Behave like the real service until the next reset, whatever the server was started
+        with: content refused for the purposes it refuses, sent whole and chunked, Range ignored."""
+        return self.set_config(downloadable=list(REAL_DOWNLOADABLE), honour_range=False)
+
+    def use_permissive(self) -> dict:
+        """Serve every purpose's content and honour Range until the next reset (what
+        ``EmulatorProcess(permissive=True)`` starts with)."""
+        return self.set_config(downloadable=ALL_PURPOSES, honour_range=True)
 
     # state
     def state(self) -> dict:
@@ -110,6 +131,19 @@ class EmulatorControl:
 
     def advance_clock(self, seconds: float) -> None:
         self._call("POST", "/clock", json={"advance": seconds})
+
+    # hostile listing entries
+    def add_listing_extras(self, entries: Sequence[Any], purpose: str | None = None) -> dict:
+        """Append these raw JSON values, unvalidated, to the ``data`` of every ``GET /files`` page
+        (of ``purpose`` and unfiltered listings, or of every listing when None); ``GET /files/{id}``
+        answers an object among them whose ``id`` matches. Until ``clear_listing_extras`` or reset."""
+        return self._call("POST", "/listing_extras", json={"purpose": purpose, "entries": list(entries)})
+
+    def listing_extras(self) -> list[dict]:
+        return self._call("GET", "/listing_extras")
+
+    def clear_listing_extras(self) -> None:
+        self._call("DELETE", "/listing_extras")
 
     def seed_file(self, filename: str, purpose: str, content: bytes, created_at: int | None = None,
                   expires_at: int | None = None) -> dict:
@@ -132,13 +166,18 @@ def _seed_item(filename: str, purpose: str, content: bytes, created_at: int | No
 
 
 class EmulatorProcess:
-    """``openai-fs serve`` in a child process, on loopback. A context manager (start/stop)."""
+    """``openai-fs serve`` in a child process, on loopback. A context manager (start/stop).
+
+    By default the server behaves like the real service (content of some purposes refused).
+    ``permissive=True`` starts it with :data:`PERMISSIVE_ARGS` instead, and its control API's
+    reset goes back to that."""
 
     def __init__(self, data_dir: Path, *, api_key: str | None = None, extra_args: Sequence[str] = (),
                  port: int = 0, env: dict | None = None, host: str = "127.0.0.1",
-                 startup_timeout: float = 20.0) -> None:
+                 startup_timeout: float = 20.0, permissive: bool = False) -> None:
         self.data_dir = Path(data_dir)
         self.api_key = api_key
+        self.permissive = permissive
         self.extra_args = list(extra_args)
         self.port = port
         self.env = dict(env or {})
@@ -201,6 +240,8 @@ class EmulatorProcess:
         if self.api_key is not None:
             self._write_key()
             args += ["--api-key-file", str(self._key_file)]
+        if self.permissive:
+            args += PERMISSIVE_ARGS
         args += self.extra_args
         # the emulator has its own key (or none): a user's real one stays out of its environment
         inherited = {name: text for name, text in os.environ.items() if name != "OPENAI_API_KEY"}

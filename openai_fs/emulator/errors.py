@@ -1,7 +1,7 @@
 """Errors in the shape the OpenAI API uses: ``{"error": {"message", "type", "param", "code"}}``.
 
 All four keys are always present (``ErrorResponse`` in the spec requires them); ``param`` and
-``code`` may be null. Handlers raise :class:`APIError`; the app turns it into a response.
+``code`` may be null. Handlers raise :class:`ErrorReply`; the app turns it into a response.
 """
 
 from __future__ import annotations
@@ -35,8 +35,11 @@ DEFAULT_MESSAGES: dict[int, str] = {
 }
 
 
-class APIError(Exception):
-    """An error answered to the client. ``headers`` are added to the response."""
+class ErrorReply(Exception):
+    """An error the emulator answers to its client. ``headers`` are added to the response.
+
+    (Not to be confused with ``openai_fs.api.errors.APIError``, what the mount's client raises
+    when it receives such an answer.)"""
 
     def __init__(self, status: int, message: str, *, type: str | None = None,
                  param: str | None = None, code: str | None = None,
@@ -57,32 +60,46 @@ class APIError(Exception):
         return json.dumps(self.body(), indent=2).encode() + b"\n"
 
 
-def invalid(message: str, param: str | None = None, code: str | None = None) -> APIError:
+def invalid(message: str, param: str | None = None, code: str | None = None) -> ErrorReply:
     """400 ``invalid_request_error``."""
-    return APIError(400, message, param=param, code=code)
+    return ErrorReply(400, message, param=param, code=code)
 
 
-def unrecognized_argument(name: str) -> APIError:
+def unrecognized_argument(name: str) -> ErrorReply:
     return invalid(f"Unrecognized request argument supplied: {name}")
 
 
-def missing_parameter(name: str) -> APIError:
+def missing_parameter(name: str) -> ErrorReply:
     return invalid(f"Missing required parameter: '{name}'.", param=name)
 
 
-def too_large(message: str) -> APIError:
-    return APIError(413, message, code="file_too_large")
+def too_large(message: str) -> ErrorReply:
+    return ErrorReply(413, message, code="file_too_large")
 
 
-def no_such_file(file_id: str) -> APIError:
-    return APIError(404, f"No such File object: {file_id}", param="id")
+def no_such_file(file_id: str) -> ErrorReply:
+    return ErrorReply(404, f"No such File object: {file_id}", param="id")
 
 
-def no_such_upload(upload_id: str) -> APIError:
-    return APIError(404, f"No such Upload object: {upload_id}", param="id")
+def not_downloadable(purpose: str) -> ErrorReply:
+    """What the real service answers to ``GET /files/{id}/content`` of, e.g., an ``assistants`` file."""
+    return invalid(f"Not allowed to download files of purpose: {purpose}")
 
 
-def status_error(status: int, message: str | None = None) -> APIError:
-    """An error for a bare status code (faults); 429 gets the rate-limit code."""
-    code = "rate_limit_exceeded" if status == 429 else None
-    return APIError(status, message or DEFAULT_MESSAGES.get(status, f"Error {status}."), code=code)
+def no_such_upload(upload_id: str) -> ErrorReply:
+    return ErrorReply(404, f"No such Upload object: {upload_id}", param="id")
+
+
+#: What the real service answers (429) when the account's quota or credit is used up: billing,
+#: not rate, so retrying cannot help (spec/NOTES.md, "Quota").
+INSUFFICIENT_QUOTA_MESSAGE = (
+    "You exceeded your current quota, please check your plan and billing details. For more "
+    "information on this error, read the docs: https://platform.openai.com/docs/guides/error-codes/api-errors.")
+
+
+def status_error(status: int, message: str | None = None, *, code: str | None = None,
+                 type: str | None = None) -> ErrorReply:
+    """An error for a bare status code (faults); without a ``code``, 429 gets the rate-limit one."""
+    if code is None and status == 429:
+        code = "rate_limit_exceeded"
+    return ErrorReply(status, message or DEFAULT_MESSAGES.get(status, f"Error {status}."), code=code, type=type)

@@ -12,18 +12,36 @@ tried (so they neither count that request nor fire on it).
 
 Kinds and their parameters:
 
-=====================  =============================================================================
-``status``             answer ``status`` (default 500) with an OpenAI error body before handling;
-                       ``message``; for 429: ``retry_after`` (seconds, sent as ``Retry-After``) and/or
-                       ``retry_after_ms`` (sent as ``retry-after-ms``)
-``latency``            sleep ``seconds`` before handling
-``drop``               close the connection before handling, without any response
-``truncate``           handle, send the headers (full Content-Length) and ``after_bytes`` (default 0)
-                       body bytes, then close
-``malformed``          answer 200 with a body that is not valid JSON, without handling
-``drop_after_commit``  handle fully (e.g. create the file), then close without a response
+=======================  ===========================================================================
+``status``               answer ``status`` (default 500) with an OpenAI error body before handling;
+                         ``message``, ``type`` and ``code`` set the body's fields (the defaults fit
+                         the status: 429 has type ``requests`` and code ``rate_limit_exceeded``);
+                         for 429: ``retry_after`` (seconds, sent as ``Retry-After``) and/or
+                         ``retry_after_ms`` (sent as ``retry-after-ms``)
+``insufficient_quota``   answer 429 as the real service does when the quota is used up: type and
+                         code ``insufficient_quota``, its message, no ``Retry-After`` (billing,
+                         not rate: retrying cannot help)
+``stuck_cursor``         ``GET /files`` ignores ``after`` and answers the first page with
+                         ``has_more: true``, so a cursor never advances (as broken proxies do); it
+                         matches no other request
+``latency``              sleep ``seconds`` before handling
+``drop``                 close the connection before handling, without any response
+``die``                  the whole emulator process exits at once (``os._exit``, status
+                         ``DIE_EXIT_STATUS``), as if killed: for a request with a body (POST)
+                         once ``after_bytes`` (default 0) bytes of it have arrived, or when it is
+                         complete, and before any answer; for other requests after
+                         ``after_bytes`` bytes of the response body (0: before handling), or at
+                         its end. Clients see a reset connection, then refused ones
+``stall``                handle, send the headers and ``after_bytes`` body bytes, then send
+                         nothing more and keep the connection open until the client goes away; with
+                         ``after_bytes`` 0 (the default) nothing is handled or answered at all: a
+                         server that went silent
+``truncate``             handle, send the headers and ``after_bytes`` (default 0) body bytes, then
+                         close
+``malformed``            answer 200 with a body that is not valid JSON, without handling
+``drop_after_commit``    handle fully (e.g. create the file), then close without a response
 ``status_after_commit``  handle fully, then answer ``status`` like ``status`` does
-=====================  =============================================================================
+=======================  ===========================================================================
 
 On the command line (``--fault``) a rule is ``KIND[:key=value,...]``, e.g.
 ``status:status=429,retry_after=1,count=2,path=^/v1/files$``, or a JSON object for values that
@@ -38,8 +56,14 @@ import random
 import re
 from typing import Any, Callable
 
-KINDS = ("status", "latency", "drop", "truncate", "malformed", "drop_after_commit", "status_after_commit")
-STATUS_KINDS = frozenset({"status", "status_after_commit"})
+from openai_fs.emulator import errors
+
+KINDS = ("status", "insufficient_quota", "stuck_cursor", "latency", "drop", "die", "stall", "truncate",
+         "malformed", "drop_after_commit", "status_after_commit")
+#: Exit status of an emulator that a ``die`` fault ended.
+DIE_EXIT_STATUS = 99
+#: Kinds that answer an OpenAI error body with ``FaultRule.status``.
+STATUS_KINDS = frozenset({"status", "status_after_commit", "insufficient_quota"})
 
 #: Parameters every rule takes, with their converters.
 _MATCH_PARAMS: dict[str, Callable[[Any], Any]] = {
@@ -53,11 +77,16 @@ _MATCH_PARAMS: dict[str, Callable[[Any], Any]] = {
 }
 #: Parameters only some kinds take.
 _KIND_PARAMS: dict[str, dict[str, Callable[[Any], Any]]] = {
-    "status": {"status": int, "message": str, "retry_after": float, "retry_after_ms": float},
+    "status": {"status": int, "message": str, "type": str, "code": str, "retry_after": float,
+               "retry_after_ms": float},
     "latency": {"seconds": float},
     "truncate": {"after_bytes": int},
+    "die": {"after_bytes": int},
+    "stall": {"after_bytes": int},
 }
 _KIND_PARAMS["status_after_commit"] = _KIND_PARAMS["status"]
+#: Kinds that only ever match one operation: (method, path).
+_ONLY_MATCHES: dict[str, tuple[str, str]] = {"stuck_cursor": ("GET", "/v1/files")}
 
 _ids = itertools.count(1)
 
@@ -104,6 +133,12 @@ class FaultRule:
             if not 100 <= self.status <= 599:
                 raise ValueError("fault parameter 'status' must be an HTTP status code")
         self.message: str | None = values.get("message")
+        self.type: str | None = values.get("type")
+        self.code: str | None = values.get("code")
+        if kind == "insufficient_quota":
+            self.status = 429
+            self.message = errors.INSUFFICIENT_QUOTA_MESSAGE
+            self.type = self.code = "insufficient_quota"
         self.retry_after: float | None = values.get("retry_after")
         self.retry_after_ms: float | None = values.get("retry_after_ms")
         self.seconds: float = values.get("seconds", 0.0)
@@ -123,6 +158,8 @@ class FaultRule:
         return self.count is not None and self.applied >= self.count
 
     def matches(self, method: str, path: str) -> bool:
+        if self.kind in _ONLY_MATCHES and _ONLY_MATCHES[self.kind] != (method.upper(), path):
+            return False
         if self.method is not None and self.method != method.upper():
             return False
         return self._path_re is None or self._path_re.search(path) is not None

@@ -81,7 +81,7 @@ def _decode(raw: bytes) -> str:
 
 
 class _Parser:
-    """Callbacks for one body; raise ``APIError`` as soon as the body is known to be wrong."""
+    """Callbacks for one body; raise ``ErrorReply`` as soon as the body is known to be wrong."""
 
     def __init__(self, *, blob_field: str, text_fields: Collection[str], blob_path: Path,
                  limit_for: Callable[[dict[str, str]], tuple[int, str]],
@@ -182,7 +182,7 @@ async def read_form(receive: Receive, content_type: str | None, *, blob_field: s
                     on_text: Callable[[str, str], None] | None = None,
                     executor: Executor | None = None) -> Form:
     """Read a whole multipart body. The blob field (if sent) ends up at ``blob_path``; on any
-    error that file is removed. Raises ``APIError`` (400/413) or ``ClientDisconnected``."""
+    error that file is removed. Raises ``ErrorReply`` (400/413) or ``ClientDisconnected``."""
     parser_state = _Parser(blob_field=blob_field, text_fields=text_fields, blob_path=blob_path,
                            limit_for=limit_for, on_text=on_text)
     parser = MultipartParser(boundary_of(content_type), parser_state.callbacks())

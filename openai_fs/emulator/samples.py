@@ -1,7 +1,9 @@
 """Sample files for ``serve --seed-demo`` (and so for ``openai-fs mount --demo``).
 
 A few small files in every known purpose, chosen to show the mount's naming rules: two files
-with the same filename in one purpose, and a filename containing a ``/``.
+with the same filename in one purpose, and a filename containing a ``/``. Unless the server is
+started with ``--downloadable``, the content of those in ``assistants``, ``user_data``,
+``fine-tune`` and ``evals`` is refused, as the real service refuses it.
 """
 
 from __future__ import annotations

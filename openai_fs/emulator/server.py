@@ -13,7 +13,8 @@ from pathlib import Path
 import uvicorn
 
 from openai_fs.core.sizes import parse_size
-from openai_fs.emulator.app import EmulatorApp, RuntimeConfig
+from openai_fs.emulator.app import EmulatorApp
+from openai_fs.emulator.config import REAL_DOWNLOADABLE, RuntimeConfig, parse_downloadable
 from openai_fs.emulator.faults import FaultRule, parse_spec
 from openai_fs.emulator.samples import seed_demo
 from openai_fs.emulator.store import Store
@@ -26,14 +27,44 @@ When ready it prints one line to stdout:
   openai-fs emulator listening on http://HOST:PORT/v1
 
 Point a client at it with OPENAI_BASE_URL=http://HOST:PORT/v1 and any OPENAI_API_KEY (or the one
-given with --api-key-file). /_emulator/ (no auth; keep the server on loopback) is a control API
-for tests: request log, faults, runtime config, state, reset, clock, seeding.
+given with --api-key-file).
+
+By default it behaves like the real service where that is stricter than the spec: the content
+of assistants, user_data, fine-tune and evals files is refused with 400 "Not allowed to download
+files of purpose: P" (--downloadable changes which purposes are served), and content is sent
+whole with 200, chunked, with Content-Disposition and without Content-Length or Accept-Ranges,
+whatever Range asks (--honour-range answers Range with 206/416 and sends Content-Length).
+
+/_emulator/ (no auth; keep the server on loopback) is a control API for tests: request log,
+faults, runtime config (downloadable, honour_range, page_cap, latency, bandwidth), state, reset,
+clock, seeding, and hostile listing entries (POST /_emulator/listing_extras with a JSON list, or
+{"purpose": P, "entries": [...]}: raw values appended unvalidated to every GET /files page, and
+answered by GET /files/{id} when their id matches; DELETE clears them).
 
 Fault specs (--fault, repeatable): KIND[:key=value,...] or a JSON object, e.g.
   --fault status:status=429,retry_after=1,count=2
   --fault 'latency:seconds=0.5,path=/content$'
   --fault '{"kind": "drop", "path": "^/v1/files$", "method": "POST", "every": 3}'
-Kinds: status, latency, drop, truncate, malformed, drop_after_commit, status_after_commit.
+A rule matches on method and path (a regex) and is limited by count, every, rate (with seed) and
+skip. Kinds and their parameters:
+  status               answer an OpenAI error before handling: status (default 500), message,
+                       type, code, retry_after, retry_after_ms
+  insufficient_quota   429 with type and code insufficient_quota, as the real service answers
+                       when the quota is used up (no Retry-After)
+  stuck_cursor         GET /files ignores after and answers the first page with has_more true,
+                       so a cursor never advances (as broken proxies do)
+  latency              sleep seconds before handling
+  drop                 close the connection without a response
+  die                  the whole process exits at once (status 99), as if killed: after
+                       after_bytes bytes of the request body (POST; never answered) or of the
+                       response body (others); 0, the default: before handling
+  stall                send the headers and after_bytes body bytes, then nothing more, keeping
+                       the connection open until the client leaves; 0, the default: answer
+                       nothing at all (a server that went silent)
+  truncate             send the headers and after_bytes body bytes, then close
+  malformed            answer 200 with a body that is not JSON
+  drop_after_commit    handle the request, then close without a response
+  status_after_commit  handle the request, then answer like status
 """
 
 log = logging.getLogger("openai_fs.emulator")
@@ -68,6 +99,13 @@ def _positive_int(value: str) -> int:
     return number
 
 
+def _downloadable(value: str) -> str | list[str]:
+    try:
+        return parse_downloadable(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def _fault(value: str) -> dict:
     try:
         spec = parse_spec(value)
@@ -88,8 +126,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                       help="accept only this key (visible in ps; prefer --api-key-file). "
                            "Without a key, any non-empty bearer key is accepted")
     keys.add_argument("--api-key-file", type=Path, metavar="FILE", help="accept only the key in FILE")
-    parser.add_argument("--ignore-range", action="store_true",
-                        help="ignore Range headers: always send the whole file with 200")
+    parser.add_argument("--downloadable", type=_downloadable, default=None, metavar="PURPOSES",
+                        help="comma-separated purposes whose content GET /files/{id}/content serves; "
+                             "the others answer 400 'Not allowed to download files of purpose: P' as the "
+                             "real service does; 'all' serves every purpose (default: "
+                             f"{','.join(REAL_DOWNLOADABLE)})")
+    parser.add_argument("--honour-range", action="store_true",
+                        help="honour Range on content (Accept-Ranges, 206, 416) and send a Content-Length "
+                             "with every content response; by default, as the real service does, content "
+                             "is sent whole with 200 and chunked, without Content-Length or Accept-Ranges")
     parser.add_argument("--page-cap", type=_positive_int, metavar="N",
                         help="return at most N files per listing page, whatever the limit")
     parser.add_argument("--latency", type=_non_negative, default=0.0, metavar="SECONDS",
@@ -148,9 +193,11 @@ def run(args: argparse.Namespace) -> int:
     if args.seed_demo and store.live_file_count() == 0:
         seeded = seed_demo(store)
         log.info("seeded %d demo files", len(seeded))
-    app = EmulatorApp(store, api_key=api_key, faults=args.fault, log_access=args.access_log,
-                      config=RuntimeConfig(ignore_range=args.ignore_range, page_cap=args.page_cap,
-                                           latency=args.latency, bandwidth=args.bandwidth))
+    runtime = RuntimeConfig(honour_range=args.honour_range, page_cap=args.page_cap, latency=args.latency,
+                            bandwidth=args.bandwidth)
+    if args.downloadable is not None:
+        runtime.downloadable = args.downloadable
+    app = EmulatorApp(store, api_key=api_key, faults=args.fault, log_access=args.access_log, config=runtime)
     try:
         sock = _bind(args.host, args.port)
     except OSError as exc:

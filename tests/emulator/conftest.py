@@ -20,15 +20,23 @@ def api(emulator, spec_checker):
 
 
 @pytest.fixture
+def real_emulator(emulator):
+    """The session emulator behaving like the real service (the default of ``openai-fs serve``)
+    for this test; the next test's reset restores the permissive start configuration."""
+    emulator.control.use_real_service_defaults()
+    return emulator
+
+
+@pytest.fixture
 def ctl(emulator):
     """The control client of the session emulator."""
     return emulator.control
 
 
 @pytest.fixture
-def sdk(emulator, spec_checker):
-    """The official SDK pointed at the session emulator."""
-    client = openai.OpenAI(base_url=emulator.base_url, api_key=TEST_API_KEY,
+def sdk(real_emulator, spec_checker):
+    """The official SDK pointed at the session emulator, which behaves like the real service."""
+    client = openai.OpenAI(base_url=real_emulator.base_url, api_key=TEST_API_KEY,
                            http_client=sdk_http_client(spec_checker))
     yield client
     client.close()

@@ -1,4 +1,5 @@
-"""``GET /v1/files/{id}/content``: Range handling (honoured or ignored), HEAD, streaming big files."""
+"""``GET /v1/files/{id}/content`` on the (permissive) session emulator: Range handling (honoured or
+ignored), HEAD, streaming big files. The real service's framing: ``test_real_service.py``."""
 
 from __future__ import annotations
 
@@ -66,15 +67,27 @@ def test_multi_and_unparsable_ranges_get_the_whole_file(api, file_id, header):
     assert r.content == CONTENT
 
 
-def test_ignore_range_at_runtime(api, ctl, file_id):
-    assert ctl.set_config(ignore_range=True)["ignore_range"] is True
+def test_range_ignored_at_runtime(api, ctl, file_id):
+    assert ctl.set_config(honour_range=False)["honour_range"] is False
     for header in ("bytes=0-9", "bytes=5000-"):
         r = api.get(f"/files/{file_id}/content", headers={"Range": header})
         assert r.status_code == 200
         assert "accept-ranges" not in r.headers and "content-range" not in r.headers
+        assert "content-length" not in r.headers and r.headers["transfer-encoding"] == "chunked"
         assert r.content == CONTENT
-    ctl.set_config(ignore_range=False)
+    ctl.set_config(honour_range=True)
     assert api.get(f"/files/{file_id}/content", headers={"Range": "bytes=0-9"}).status_code == 206
+
+
+def test_the_old_inverse_key_ignore_range_still_works(api, ctl, file_id):
+    assert ctl.set_config(ignore_range=True)["honour_range"] is False
+    assert "ignore_range" not in ctl.config()
+    assert api.get(f"/files/{file_id}/content", headers={"Range": "bytes=0-9"}).status_code == 200
+    assert ctl.set_config(ignore_range=False)["honour_range"] is True
+    assert api.get(f"/files/{file_id}/content", headers={"Range": "bytes=0-9"}).status_code == 206
+    with pytest.raises(Exception, match="contradict"):
+        ctl.set_config(ignore_range=True, honour_range=True)
+    assert ctl.set_config(ignore_range=True, honour_range=False)["honour_range"] is False
 
 
 def test_bandwidth_limit_is_validated_and_keeps_bodies_intact(api, ctl, file_id):
@@ -88,18 +101,20 @@ def test_bandwidth_limit_is_validated_and_keeps_bodies_intact(api, ctl, file_id)
     assert ctl.set_config(bandwidth=None)["bandwidth"] is None
 
 
-def test_ignore_range_from_the_command_line(tmp_path, spec_checker):
-    with EmulatorProcess(tmp_path / "data", extra_args=["--ignore-range"]) as emu, \
+def test_honour_range_from_the_command_line(tmp_path, spec_checker):
+    with EmulatorProcess(tmp_path / "data", extra_args=["--honour-range"]) as emu, \
             httpx.Client(base_url=emu.base_url, headers={"Authorization": "Bearer k"},
                          event_hooks={"response": [spec_checker.sync_hook]}) as client:
-        assert emu.control.config()["ignore_range"] is True
-        fid = created(post_file(client, "d.bin", CONTENT))["id"]
+        assert emu.control.config()["honour_range"] is True
+        fid = created(post_file(client, "d.bin", CONTENT, purpose="vision"))["id"]
         r = client.get(f"/files/{fid}/content", headers={"Range": "bytes=0-9"})
-        assert r.status_code == 200 and r.content == CONTENT and "accept-ranges" not in r.headers
+        assert r.status_code == 206 and r.content == CONTENT[:10] and r.headers["accept-ranges"] == "bytes"
+        r = client.get(f"/files/{fid}/content")
+        assert r.status_code == 200 and r.headers["content-length"] == str(len(CONTENT))
         # reset goes back to the command line's setting
-        emu.control.set_config(ignore_range=False)
+        emu.control.set_config(honour_range=False)
         emu.control.reset()
-        assert emu.control.config()["ignore_range"] is True
+        assert emu.control.config()["honour_range"] is True
 
 
 def test_head_sends_headers_only(api, file_id):

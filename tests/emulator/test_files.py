@@ -271,11 +271,12 @@ def test_batch_limit_is_200_mib(api, ctl):
 def test_files_survive_a_restart(tmp_path):
     with EmulatorProcess(tmp_path / "data") as emu, \
             httpx.Client(base_url=emu.base_url, headers={"Authorization": "Bearer k"}) as client:
-        kept = created(post_file(client, "kept.txt", b"still here"))
-        gone = created(post_file(client, "gone.txt", b"deleted"))
-        newest = created(post_file(client, "newest.txt", b"newest"))
+        # vision: a purpose whose content the emulator serves by default, as the real service does
+        kept = created(post_file(client, "kept.txt", b"still here", purpose="vision"))
+        gone = created(post_file(client, "gone.txt", b"deleted", purpose="vision"))
+        newest = created(post_file(client, "newest.txt", b"newest", purpose="vision"))
         client.delete(f"/files/{gone['id']}").raise_for_status()
-        up = client.post("/uploads", json={"filename": "u.bin", "purpose": "assistants", "bytes": 3,
+        up = client.post("/uploads", json={"filename": "u.bin", "purpose": "vision", "bytes": 3,
                                            "mime_type": "application/octet-stream"}).json()
         part = client.post(f"/uploads/{up['id']}/parts", files={"data": ("upload", b"abc")}).json()
         port = emu.port

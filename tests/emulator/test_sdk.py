@@ -1,6 +1,8 @@
 """The official ``openai`` SDK against the emulator: the proof that it speaks the real format.
 
 Every response the SDK sees goes through the spec validator (``sdk`` fixture's http_client hook).
+The emulator behaves like the real service here (``real_emulator``): content of some purposes
+is refused and content comes chunked, without Content-Length, whatever Range asks.
 """
 
 from __future__ import annotations
@@ -42,10 +44,11 @@ def test_empty_listing(sdk):
 
 
 def test_create_retrieve_content_delete(sdk, ctl):
-    f = sdk.files.create(file=("notes.md", b"# hi\n", "text/markdown"), purpose="user_data",
+    # vision: a purpose whose content the real service hands back
+    f = sdk.files.create(file=("notes.md", b"# hi\n", "text/markdown"), purpose="vision",
                          expires_after={"anchor": "created_at", "seconds": 3600})
     assert isinstance(f, openai.types.FileObject)
-    assert (f.filename, f.bytes, f.purpose, f.status, f.object) == ("notes.md", 5, "user_data", "processed", "file")
+    assert (f.filename, f.bytes, f.purpose, f.status, f.object) == ("notes.md", 5, "vision", "processed", "file")
     assert f.expires_at == f.created_at + 3600
     assert sdk.files.retrieve(f.id) == f
     assert sdk.files.content(f.id).content == b"# hi\n"
@@ -58,10 +61,44 @@ def test_create_retrieve_content_delete(sdk, ctl):
     assert [x.id for x in sdk.files.list()] == [evals.id]
 
 
+@pytest.mark.parametrize("purpose", ["assistants", "user_data", "fine-tune", "evals"])
+def test_content_of_a_refused_purpose_raises_bad_request(sdk, ctl, purpose):
+    f = ctl.seed_file("data.jsonl", purpose, b"{}\n")
+    with pytest.raises(openai.BadRequestError) as exc:
+        sdk.files.content(f["id"])
+    assert exc.value.status_code == 400
+    assert exc.value.message == f"Error code: 400 - Not allowed to download files of purpose: {purpose}"
+    assert exc.value.body == {"message": f"Not allowed to download files of purpose: {purpose}",
+                              "type": "invalid_request_error", "param": None, "code": None}
+    assert exc.value.type == "invalid_request_error" and exc.value.code is None and exc.value.param is None
+    assert ctl.count("GET", r"/content$") == 1  # a 400 is not retried
+    with pytest.raises(openai.BadRequestError, match="Not allowed to download files of purpose"):
+        with sdk.files.with_streaming_response.content(f["id"]):
+            pass
+
+
+def test_uploaded_assistants_file_cannot_be_downloaded(sdk):
+    f = sdk.files.create(file=("notes.md", b"# mine\n", "text/markdown"), purpose="assistants")
+    with pytest.raises(openai.BadRequestError) as exc:
+        sdk.files.content(f.id)
+    assert exc.value.body["message"] == "Not allowed to download files of purpose: assistants"
+    assert sdk.files.retrieve(f.id).purpose == "assistants"
+
+
+def test_content_streams_chunked_without_a_length(sdk, ctl):
+    data = bytes(range(256)) * 12_000  # 3 MB
+    f = ctl.seed_file("out.jsonl", "batch_output", data)
+    raw = sdk.files.with_raw_response.content(f["id"])
+    assert raw.headers["transfer-encoding"] == "chunked" and "content-length" not in raw.headers
+    assert raw.content == data and sdk.files.content(f["id"]).content == data
+    with sdk.files.with_streaming_response.content(f["id"]) as response:
+        assert b"".join(response.iter_bytes(64 * 1024)) == data
+
+
 def test_uploads_flow(sdk, ctl):
     data = bytes(range(256)) * 1000
-    upload = sdk.uploads.create(bytes=len(data), filename="train.jsonl", mime_type="application/jsonl",
-                                purpose="fine-tune")
+    upload = sdk.uploads.create(bytes=len(data), filename="requests.jsonl", mime_type="application/jsonl",
+                                purpose="batch")
     assert upload.status == "pending" and upload.file is None
     parts = [sdk.uploads.parts.create(upload_id=upload.id, data=data[i:i + 100_000])
              for i in range(0, len(data), 100_000)]
@@ -86,7 +123,7 @@ def test_uploads_cancel(sdk):
 def test_upload_file_chunked(sdk, tmp_path):
     data = b"".join(hashlib.sha256(str(i).encode()).digest() for i in range(5000))  # 160000 bytes
     done = sdk.uploads.upload_file_chunked(file=data, filename="blob.bin", bytes=len(data),
-                                           mime_type="application/octet-stream", purpose="assistants",
+                                           mime_type="application/octet-stream", purpose="vision",
                                            part_size=50_000, md5=hashlib.md5(data).hexdigest())
     assert done.status == "completed" and sdk.files.content(done.file.id).content == data
     path = tmp_path / "from-disk.jsonl"
@@ -134,6 +171,15 @@ def test_rate_limit_after_retries(sdk, ctl):
     assert ctl.count("GET", r"^/v1/files$") == 3  # the SDK's default: 2 retries
 
 
+def test_insufficient_quota_is_a_rate_limit_error_with_its_code(sdk, ctl):
+    ctl.add_fault("insufficient_quota", path=r"^/v1/files$")
+    with pytest.raises(openai.RateLimitError) as exc:
+        sdk.files.list()
+    assert exc.value.code == "insufficient_quota" and exc.value.type == "insufficient_quota"
+    assert "exceeded your current quota" in exc.value.message
+    assert ctl.count("GET", r"^/v1/files$") == 3  # the SDK retries it like any 429
+
+
 def test_server_errors_are_retried(sdk, ctl):
     ctl.add_fault("status", status=500, count=2, method="GET")
     ctl.add_fault("status", status=500, count=1, method="POST")
@@ -153,15 +199,19 @@ def test_with_raw_response_headers(sdk):
     assert raw.parse().data == []
 
 
-async def test_async_sdk_and_async_hook(emulator, spec_checker):
-    async with openai.AsyncOpenAI(base_url=emulator.base_url, api_key=TEST_API_KEY,
+async def test_async_sdk_and_async_hook(real_emulator, spec_checker):
+    async with openai.AsyncOpenAI(base_url=real_emulator.base_url, api_key=TEST_API_KEY,
                                   http_client=async_sdk_http_client(spec_checker)) as client:
-        f = await client.files.create(file=("a.txt", b"async", "text/plain"), purpose="user_data")
+        f = await client.files.create(file=("a.txt", b"async", "text/plain"), purpose="vision")
         assert [x.id async for x in client.files.list()] == [f.id]
         assert (await client.files.content(f.id)).content == b"async"
-    async with httpx.AsyncClient(base_url=emulator.base_url, headers={"Authorization": f"Bearer {TEST_API_KEY}"},
+        refused = await client.files.create(file=("b.txt", b"no", "text/plain"), purpose="user_data")
+        with pytest.raises(openai.BadRequestError, match="Not allowed to download files of purpose: user_data"):
+            await client.files.content(refused.id)
+    async with httpx.AsyncClient(base_url=real_emulator.base_url,
+                                 headers={"Authorization": f"Bearer {TEST_API_KEY}"},
                                  event_hooks={"response": [async_httpx_hook(spec_checker)]}) as client:
         r = await client.get(f"/files/{f.id}/content", headers={"Range": "bytes=1-3"})
-        assert r.status_code == 206 and r.content == b"syn"
+        assert r.status_code == 200 and r.content == b"async"  # Range ignored, as the real service does
         assert (await client.get("/files/file-nope")).status_code == 404
-    assert spec_checker.checked >= 5
+    assert spec_checker.checked >= 7

@@ -12,9 +12,10 @@ import httpx
 import pytest
 
 from openai_fs.core import purposes
+from openai_fs.emulator.config import REAL_DOWNLOADABLE
 from openai_fs.emulator.control import EmulatorControlError, EmulatorProcess
 
-from .helpers import created, post_file
+from .helpers import assert_error, created, post_file
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -85,8 +86,13 @@ def test_seed_demo(tmp_path, spec_checker):
         [png] = [f for f in files if f["purpose"] == "vision"]
         content = client.get(f"/files/{png['id']}/content").content
         assert content.startswith(b"\x89PNG\r\n\x1a\n") and len(content) == png["bytes"]
+        # like the real service: content of some purposes is refused
         for f in files:
-            assert client.get(f"/files/{f['id']}/content").headers["content-length"] == str(f["bytes"])
+            r = client.get(f"/files/{f['id']}/content")
+            if f["purpose"] in REAL_DOWNLOADABLE:
+                assert r.status_code == 200 and len(r.content) == f["bytes"], f
+            else:
+                assert_error(r, 400, contains=f"Not allowed to download files of purpose: {f['purpose']}")
         # a restart does not seed twice
         emu.restart()
         assert len(client.get("/files", headers={"Connection": "close"}).json()["data"]) == len(files)
@@ -137,10 +143,13 @@ def test_request_log(api, ctl):
 
 
 def test_config_validation(ctl):
-    for change in ({"page_cap": 0}, {"page_cap": "3"}, {"latency": -1}, {"ignore_range": "yes"}, {"colour": 1}):
+    for change in ({"page_cap": 0}, {"page_cap": "3"}, {"latency": -1}, {"honour_range": "yes"},
+                   {"ignore_range": "yes"}, {"colour": 1},
+                   {"downloadable": "batch"}, {"downloadable": ["batch", ""]}, {"downloadable": [1]},
+                   {"downloadable": None}):
         with pytest.raises(EmulatorControlError):
             ctl.set_config(**change)
-    assert ctl.config() == {"ignore_range": False, "page_cap": None, "latency": 0.0,
+    assert ctl.config() == {"honour_range": True, "downloadable": "all", "page_cap": None, "latency": 0.0,
                             "bandwidth": None}
 
 
@@ -164,3 +173,15 @@ def test_seeded_binary_content(ctl, api):
     data = bytes(range(256)) * 3
     f = ctl.seed_file("bin", "user_data", data)
     assert api.get(f"/files/{f['id']}/content").content == data
+
+
+def test_every_fault_kind_is_documented():
+    from pathlib import Path
+
+    from openai_fs.emulator import faults, server
+
+    man = (Path(__file__).resolve().parents[2] / "man" / "openai-fs.1").read_text().replace("\\-", "-")
+    for kind in faults.KINDS:
+        assert f"\n  {kind} " in server.DESCRIPTION, kind
+        assert f"``{kind}``" in faults.__doc__, kind
+        assert f"\\fI{kind}\\fR" in man, kind

@@ -27,6 +27,9 @@ def test_valid_responses_pass():
     check("DELETE", "/v1/files/file-abc", 200, JSON, {"id": "file-abc", "object": "file", "deleted": True})
     check("POST", "/v1/uploads/upload_x/parts", 200, JSON,
           {"id": "part_x", "object": "upload.part", "created_at": 1, "upload_id": "upload_x"})
+    check("GET", "/v1/files/file-abc/content", 200,
+          {**RID, "content-type": "application/octet-stream", "transfer-encoding": "chunked",
+           "content-disposition": 'attachment; filename="a"'}, None)
     check("GET", "/v1/files/file-abc/content", 206,
           {**RID, "content-type": "application/octet-stream", "content-length": "2", "content-range": "bytes 0-1/3"},
           None)
@@ -64,6 +67,11 @@ def test_the_two_patches():
     ("GET", "/v1/files/file-abc/content", 200, {**RID, "content-type": "application/json", "content-length": "3"},
      None),
     ("GET", "/v1/files/file-abc/content", 200, {**RID, "content-type": "application/octet-stream"}, None),
+    ("GET", "/v1/files/file-abc/content", 206,
+     {**RID, "content-type": "application/octet-stream", "transfer-encoding": "chunked",
+      "content-range": "bytes 0-1/3"}, None),
+    ("GET", "/v1/files/file-abc/content", 200,
+     {**RID, "content-type": "application/octet-stream", "transfer-encoding": "gzip"}, None),
     ("GET", "/v1/files/file-abc/content", 206,
      {**RID, "content-type": "application/octet-stream", "content-length": "3", "content-range": "bytes 0-1/3"}, None),
     ("GET", "/v1/files/file-abc/content", 206,
