@@ -29,6 +29,7 @@ from openai_fs.api import APIError, FileObject
 from openai_fs.core import names, rules
 from openai_fs.core.cache import ContentCache
 from openai_fs.core.changes import ServerChanges
+from openai_fs.core.content_access import ContentRefused
 from openai_fs.core.errors import AlreadyExists, FSError, UploadFailed, errno_for
 from openai_fs.core.handles import ContentReader, FileHandle, LocalReader, LocalWriter
 from openai_fs.core.namespace import FileEntry, Namespace, Node, PurposeDir
@@ -68,6 +69,7 @@ class OpenFiles:
                           level=logging.DEBUG)
         if flags & os.O_ACCMODE != os.O_RDONLY or flags & os.O_TRUNC:
             return await self._open_for_writing(entry, flags, opener)
+        self._check_readable(entry)
         if entry.local is not None:
             self._held.pop(entry, None)
             entry.local.handles += 1
@@ -97,10 +99,25 @@ class OpenFiles:
         local.handles += 1
         return LocalWriter(entry, local, opener), entry
 
+    def readable(self, entry: FileEntry) -> bool:
+        """Whether the bytes of ``entry`` can be read: it has local bytes, the mount holds a
+        copy, or the server is not known to refuse its purpose's content."""
+        return (entry.local is not None or entry.file is None
+                or self.cache.access.state(entry.purpose) is not False
+                or self.cache.holds(entry.file))
+
+    def _check_readable(self, entry: FileEntry) -> None:
+        """Refuse (EACCES) what needs the bytes of a file the server will not hand out; root and
+        --allow-other users are not stopped by the mode bits alone."""
+        if not self.readable(entry):
+            raise ContentRefused(f"{entry.directory.name}/{entry.name}", entry.purpose)
+
     async def _open_for_writing(self, entry: FileEntry, flags: int,
                                 opener: int | None) -> LocalWriter:
         if not entry.writable:
             raise rules.not_writable(entry.directory)
+        if not flags & os.O_TRUNC:
+            self._check_readable(entry)     # changed in place: its bytes are needed
         while True:
             local = entry.local
             if local is None or local.failure is not None:
@@ -177,6 +194,8 @@ class OpenFiles:
             return
         if entry.file is not None and size == entry.file.bytes:
             return
+        if size:
+            self._check_readable(entry)     # what stays of the old bytes must be fetched
         local = self._standing_for(entry) if size else self.spool.new_file(entry.purpose,
                                                                             entry.name)
         entry.local = local
@@ -383,6 +402,12 @@ class OpenFiles:
             if entry in self._held and not self.defers(entry):
                 await self._upload_held(entry)      # e.g. rsync's temp file, now in place
             return
+        if not self.readable(entry):
+            # the API cannot rename: a move uploads the bytes again, and there are none
+            raise FSError(errno.EACCES, f"cannot move {entry.directory.name}/{entry.name}: the "
+                                        "API cannot rename a file, so a move uploads its bytes "
+                                        f"again, and the server does not hand out {entry.purpose} "
+                                        "content; nothing changed", level=logging.WARNING)
         uploaded = await self.changes.upload_copy(entry, target, name)
         gone = self._displace(replaced) if replaced is not None and replaced is not entry \
             else []
