@@ -278,7 +278,13 @@ class OpenFiles:
     # ----------------------------------------------------------------- upload
 
     async def commit(self, entry: FileEntry, local: LocalFile) -> None:
-        """Upload the spool of ``entry`` if it changed; raises FSError when that fails."""
+        """Upload the spool of ``entry`` if it changed; raises FSError when that fails.
+
+        A rename or ``rm`` does not wait for an upload in flight (the kernel holds the
+        directories locked meanwhile); the upload, once back, makes the server match them: a
+        file removed while it was sent is deleted again, and one renamed while it was sent is
+        uploaded again under its new name before the copy under the old name is deleted.
+        """
         async with local.lock:
             if local.failure is not None:
                 local.drop_early("the file will not be uploaded")
@@ -299,18 +305,50 @@ class OpenFiles:
             except (APIError, OSError) as exc:
                 raise self._failed(entry, local, where, exc) from None
             local.dirty = False
-            replaced = self.changes.record_upload(entry, uploaded)
-            self.uploader.completed += 1
-            log.info("uploaded %s as %s (%d bytes)", where, uploaded.id, uploaded.bytes)
+            if local.discarded:     # rm, or renamed over, while it was sent
+                log.info("%s was removed while it was uploaded; deleting the upload (%s)",
+                         where, uploaded.id)
+                replaced = [uploaded]
+            else:
+                uploaded, strays = await self._follow_renames(entry, local, uploaded)
+                where = f"{entry.directory.name}/{entry.name}"
+                replaced = self.changes.record_upload(entry, uploaded) + strays
+                self.uploader.completed += 1
+                log.info("uploaded %s as %s (%d bytes)", where, uploaded.id, uploaded.bytes)
         await self.changes.delete_replaced(where, replaced)
 
+    async def _follow_renames(self, entry: FileEntry, local: LocalFile,
+                              uploaded: FileObject) -> tuple[FileObject, list[FileObject]]:
+        """``uploaded`` under the name and purpose the entry has now: uploaded again (from the
+        spool, still locked) while the entry was renamed during the upload. Returns the file
+        and the copies under earlier names, to be deleted once this one stands."""
+        strays: list[FileObject] = []
+        while (uploaded.filename, uploaded.purpose) != (entry.server_name, entry.purpose):
+            where = f"{entry.directory.name}/{entry.name}"
+            log.info("%s/%s was renamed to %s while it was uploaded; uploading it again under "
+                     "its new name", uploaded.purpose, uploaded.filename, where)
+            strays.append(uploaded)
+            try:
+                uploaded = await self.uploader.upload(where, entry.server_name, entry.purpose,
+                                                      local.path, local.size, local=local)
+            except (APIError, OSError) as exc:
+                for stray in strays:        # nothing is lost: the server keeps those copies
+                    self.namespace.restore(stray)
+                kept = ", ".join(f"{stray.purpose}/{stray.filename} ({stray.id})"
+                                 for stray in strays)
+                raise self._failed(entry, local, where, exc,
+                                   note=f"it is on the server under its old name as {kept}") \
+                    from None
+        return uploaded, strays
+
     def _failed(self, entry: FileEntry, local: LocalFile, where: str,
-                exc: BaseException) -> UploadFailed:
+                exc: BaseException, *, note: str = "") -> UploadFailed:
         """Keep the bytes that did not reach the server, and say where they are."""
         saved = self.spool.keep_unsent(local, entry.purpose, entry.name)
         reason = str(exc)
         failure = UploadFailed(errno_for(exc), f"upload of {where} failed: {reason}; "
-                                               f"the bytes are kept in {saved}",
+                                               f"the bytes are kept in {saved}"
+                                               + (f"; {note}" if note else ""),
                                level=logging.ERROR)
         local.failure = failure
         self.uploader.record_failure(where, reason, saved)
