@@ -10,6 +10,7 @@ from openai_fs.api.errors import (
     AuthenticationError,
     BadRequestError,
     ConflictError,
+    DownloadRefusedError,
     MalformedResponseError,
     NotFoundError,
     PermissionDeniedError,
@@ -23,7 +24,8 @@ from openai_fs.api.retry import RetryPolicy
 
 __all__ = [
     "APIConnectionError", "APIError", "APIStatusError", "APITimeoutError", "AuthenticationError",
-    "BadRequestError", "ClientStatistics", "ConflictError", "DEFAULT_BASE_URL", "ExpiresAfter",
+    "BadRequestError", "ClientStatistics", "ConflictError", "DEFAULT_BASE_URL",
+    "DownloadRefusedError", "ExpiresAfter",
     "FileObject", "FilePage", "FileRegion", "FilesClient", "MalformedResponseError",
     "NotFoundError", "PermissionDeniedError", "RateLimitError", "RequestTooLargeError",
     "RetryPolicy", "ServerError", "UnprocessableEntityError", "Upload", "UploadPart",

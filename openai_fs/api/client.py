@@ -30,6 +30,7 @@ from openai_fs.api.errors import (
     APIError,
     APIStatusError,
     APITimeoutError,
+    DownloadRefusedError,
     MalformedResponseError,
     NotFoundError,
     status_error_class,
@@ -498,17 +499,26 @@ class FilesClient:
                                  local_md5: Callable[[], Awaitable[str]]) -> FileObject | None:
         """A file that a failed upload attempt may have created after all.
 
-        Looks through the purpose's newest files (created since ``since``, allowing for clock
-        skew) for ones with the same name and size, and accepts one only when its content has
-        the same MD5 as ours. Downloads are needed only in this rare case.
+        Looks through the purpose's newest files, created between ``since`` (when the attempt
+        began) and now (allowing for clock skew), for ones with the same name and size, and
+        accepts one only when its content has the same MD5 as ours. Downloads are needed only
+        in this rare case. When the server does not hand out the content of the purpose
+        (:class:`DownloadRefusedError`), it decides by those facts alone: exactly one such
+        file is taken for the attempt's; with none or several it answers None, so the caller
+        uploads again (a possible duplicate is better than a lost file). The log says which.
         """
         floor = since - CLOCK_SKEW_SECONDS
+        ceiling = time.time() + CLOCK_SKEW_SECONDS
         expected: str | None = None
+        unreadable: list[FileObject] = []
         async for page in self.list_files(purpose=purpose, order="desc", limit=100):
             for candidate in page.files:
                 if candidate.created_at < floor:
-                    return None
+                    break
                 if candidate.filename != filename or candidate.bytes != size:
+                    continue
+                if unreadable:
+                    unreadable.append(candidate)
                     continue
                 if expected is None:
                     expected = await local_md5()
@@ -518,10 +528,30 @@ class FilesClient:
                         digest.update(chunk)
                 except NotFoundError:
                     continue
+                except DownloadRefusedError:
+                    unreadable.append(candidate)
+                    continue
                 if digest.hexdigest() == expected:
                     log.info("the failed upload of %s did reach the server as %s; using it",
                              filename, candidate.id)
                     return candidate
+            else:
+                continue
+            break
+        # judged by facts alone, a file counts only if made while the attempt was under way
+        unreadable = [found for found in unreadable if found.created_at <= ceiling]
+        if not unreadable:
+            return None
+        if len(unreadable) == 1:
+            log.info("the failed upload of %s did reach the server as %s, judged by name, size, "
+                     "purpose and time (the server does not hand out %s content to compare); "
+                     "using it", filename, unreadable[0].id, purpose)
+            return unreadable[0]
+        log.warning("cannot tell whether the failed upload of %s reached the server: %d files "
+                    "of that name and size were made while it was sent, and the server does "
+                    "not hand out %s content to compare; uploading it again (a possible "
+                    "duplicate: %s)", filename, len(unreadable), purpose,
+                    ", ".join(found.id for found in unreadable))
         return None
 
     # ------------------------------------------------------------- plumbing
@@ -603,7 +633,7 @@ class FilesClient:
             if text:
                 message = text
         should_retry = response.headers.get("x-should-retry")
-        return status_error_class(response.status_code)(
+        return status_error_class(response.status_code, message)(
             redact(message, self._key), status=response.status_code, method=method,
             path="/" + path, type=type_, code=code, param=param,
             request_id=response.headers.get("x-request-id"),

@@ -5,6 +5,7 @@
     APIError
      ├── APIStatusError            the server answered with an error status
      │    ├── BadRequestError          400
+     │    │    └── DownloadRefusedError    "Not allowed to download files of purpose: ..."
      │    ├── AuthenticationError      401
      │    ├── PermissionDeniedError    403
      │    ├── NotFoundError            404
@@ -23,6 +24,8 @@ server's message, ``type``, ``code``, ``param`` and ``x-request-id``. Messages p
 """
 
 from __future__ import annotations
+
+import re
 
 
 class APIError(Exception):
@@ -72,6 +75,22 @@ class BadRequestError(APIStatusError):
     status = 400
 
 
+class DownloadRefusedError(BadRequestError):
+    """The server does not hand out the content of files of this purpose (the real service
+    answers ``400 Not allowed to download files of purpose: assistants`` for ``assistants``,
+    ``user_data`` and, by public reports, ``fine-tune`` and ``evals``; nothing documents it)."""
+
+    @property
+    def purpose(self) -> str | None:
+        match = DOWNLOAD_REFUSED.match(self.message)
+        return match.group(1) if match else None
+
+
+#: the message of a refused download
+DOWNLOAD_REFUSED = re.compile(r"^\s*Not allowed to download files of purpose:\s*(\S+)",
+                              re.IGNORECASE)
+
+
 class AuthenticationError(APIStatusError):
     status = 401
 
@@ -109,9 +128,12 @@ _BY_STATUS: dict[int, type[APIStatusError]] = {cls.status: cls for cls in (
     RequestTooLargeError, UnprocessableEntityError, RateLimitError)}
 
 
-def status_error_class(status: int) -> type[APIStatusError]:
+def status_error_class(status: int, message: str = "") -> type[APIStatusError]:
+    """The class of an error answer: by its status, and for a 400 by what it says."""
     if status >= 500:
         return ServerError
+    if status == 400 and DOWNLOAD_REFUSED.match(message):
+        return DownloadRefusedError
     return _BY_STATUS.get(status, APIStatusError)
 
 

@@ -203,6 +203,7 @@ async def _serve(options: MountOptions, client: FilesClient, readiness: Readines
         settings = CoreSettings(
             cache_dir=cache_dir, dir_ttl=options.dir_ttl, read_only=options.read_only,
             memory_cache_bytes=options.cache_size, disk_cache_bytes=options.disk_cache_size,
+            not_downloadable=options.not_downloadable,
             uploads=UploadSettings(
                 multipart_threshold=options.multipart_threshold, part_size=options.part_size,
                 concurrency=options.upload_concurrency, expires_after=options.expires_after,
@@ -221,6 +222,7 @@ async def _serve(options: MountOptions, client: FilesClient, readiness: Readines
                             "read_ahead": None if mounted is None
                             else readahead.window(mounted.device),
                             "cache": core.cache.statistics(),
+                            "content_served": core.cache.access.as_dict(),
                             "requests": client.stats.as_dict(),
                             "open_files": operations.open_handles(),
                             "problems": list(problems.records)}

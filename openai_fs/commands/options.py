@@ -56,6 +56,13 @@ def _whole(text: str) -> int:
         raise OptionError(f"not a whole number: {text!r}") from None
 
 
+def _purposes(text: str) -> tuple[str, ...]:
+    chosen = tuple(dict.fromkeys(part.strip() for part in text.split(",") if part.strip()))
+    if not chosen:
+        raise OptionError(f"not a list of purposes: {text!r} (e.g. assistants,user_data)")
+    return chosen
+
+
 @dataclass(frozen=True)
 class Option:
     name: str                       # attribute and -o name (dashes in the flag)
@@ -94,6 +101,9 @@ OPTIONS: tuple[Option, ...] = (
                               "upload overlaps the writing)"),
     Option("expires_after", "new uploads expire this many seconds after creation "
                             "(3600..2592000; default: the API's policy)", _whole, "SECONDS"),
+    Option("not_downloadable", "purposes (comma-separated) whose content the server does not "
+                               "hand out, so it is never asked (default: learned from the "
+                               "server's first refusal)", _purposes, "PURPOSES"),
     Option("api_key_file", "read the API key from FILE (must not be readable by others) "
                            "instead of OPENAI_API_KEY", Path, "FILE"),
     Option("timeout", "seconds to wait for the server before a request counts as failed "
@@ -125,6 +135,7 @@ class MountOptions:
     upload_concurrency: int = 4
     upload_on_close: bool = False
     expires_after: int | None = None
+    not_downloadable: tuple[str, ...] = ()
     api_key_file: Path | None = None
     timeout: float = 60.0
     retries: int = 5

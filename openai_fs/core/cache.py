@@ -29,12 +29,13 @@ import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, AsyncIterator
 
 import cachetools
 import trio
 
-from openai_fs.api import FileObject, FilesClient
+from openai_fs.api import DownloadRefusedError, FileObject, FilesClient
+from openai_fs.core.content_access import ContentAccess, ContentRefused
 from openai_fs.core.download_ring import RING_BYTES, RingDownload, RingPool, direct_io
 
 if TYPE_CHECKING:
@@ -110,6 +111,10 @@ class DiskCache:
             self.remove(file.id)
             return False
         return True
+
+    def holds(self, file: FileObject) -> bool:
+        """Whether a complete copy of ``file`` is here (without the checks of :meth:`has`)."""
+        return self._sizes.get(file.id) == file.bytes
 
     def touch(self, file_id: str) -> None:
         size = self._sizes.pop(file_id, None)
@@ -266,9 +271,11 @@ class ContentCache:
     """Reads of file content, served from the caches and filled from the server."""
 
     def __init__(self, client: FilesClient, *, memory_bytes: int, disk: DiskCache,
-                 nursery: trio.Nursery) -> None:
+                 nursery: trio.Nursery, access: ContentAccess | None = None) -> None:
         self.client = client
         self.disk = disk
+        #: which purposes' content the server hands out (learned from its answers)
+        self.access = access or ContentAccess()
         # Rings for large downloads come out of the memory budget: up to two, while they take
         # no more than half of it.
         self._rings = RingPool(min(2, memory_bytes // (2 * RING_BYTES)))
@@ -337,7 +344,7 @@ class ContentCache:
             await trio.to_thread.run_sync(shutil.copyfile, self.disk.path(file.id), path)
             return
         at = 0
-        async for _, chunk in self.client.stream_content(file.id):
+        async for _, chunk in self._stream(file):
             await trio.to_thread.run_sync(os.pwrite, fd, chunk, at)
             at += len(chunk)
 
@@ -346,6 +353,28 @@ class ContentCache:
             return False
         return (offset == 0 or file.bytes <= SMALL_FILE or not self.memory_enabled
                 or self.client.range_supported is False)
+
+    def holds(self, file: FileObject) -> bool:
+        """Whether the mount has all of ``file``'s bytes without asking the server."""
+        return self.disk.holds(file)
+
+    async def _stream(self, file: FileObject, *, offset: int = 0,
+                      length: int | None = None) -> AsyncIterator[tuple[int, bytes]]:
+        """The client's content stream of ``file``, minding which purposes the server refuses:
+        none is asked for once its purpose is known refused, and a refusal teaches that."""
+        if self.access.state(file.purpose) is False:
+            raise ContentRefused(f"{file.purpose}/{file.filename}", file.purpose)
+        served = False
+        try:
+            async for at, chunk in self.client.stream_content(file.id, offset=offset,
+                                                              length=length):
+                if not served:
+                    self.access.served(file.purpose)
+                    served = True
+                yield at, chunk
+        except DownloadRefusedError as exc:
+            self.access.refused(file.purpose, exc.message)
+            raise ContentRefused(f"{file.purpose}/{file.filename}", file.purpose) from None
 
     # ------------------------------------------------------- whole downloads
 
@@ -397,7 +426,7 @@ class ContentCache:
             self._nursery.start_soon(ring.write_blocks)
         try:
             if ring is not None:
-                async for at, chunk in self.client.stream_content(file.id):
+                async for at, chunk in self._stream(file):
                     await ring.put(at, chunk)
                 ring.finish()
                 await ring.settle()
@@ -443,7 +472,7 @@ class ContentCache:
         pending: list[bytes] = []
         pending_at = 0
         pending_size = 0
-        async for at, chunk in self.client.stream_content(download.file.id):
+        async for at, chunk in self._stream(download.file):
             if not pending:
                 pending_at = at
             pending.append(chunk)
@@ -543,8 +572,7 @@ class ContentCache:
         stop = min((last + 1) * BLOCK_SIZE, file.bytes)
         buffer = bytearray()
         try:
-            async for at, chunk in self.client.stream_content(file.id, offset=start,
-                                                              length=stop - start):
+            async for at, chunk in self._stream(file, offset=start, length=stop - start):
                 # a server that ignores Range sends from byte 0: keep only our blocks
                 lo = max(0, start - at)
                 hi = max(0, min(len(chunk), stop - at))

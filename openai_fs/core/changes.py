@@ -15,6 +15,7 @@ from pathlib import Path
 
 from openai_fs.api import APIError, FileObject, FilesClient, NotFoundError
 from openai_fs.core.cache import ContentCache
+from openai_fs.core.content_access import ContentRefused
 from openai_fs.core.errors import FSError, UploadFailed, errno_for
 from openai_fs.core.namespace import FileEntry, Namespace, PurposeDir
 from openai_fs.core.rules import server_filename
@@ -73,8 +74,12 @@ class ServerChanges:
             return
         file = entry.file
         if self.cache.disk.is_pinned(file.id):
-            # an open handle must go on reading what it opened: keep a copy first
-            await self.cache.fetch_whole(file)
+            # an open handle must go on reading what it opened: keep a copy first (unless the
+            # server does not hand out the content: then that handle could not read it anyway)
+            try:
+                await self.cache.fetch_whole(file)
+            except ContentRefused:
+                pass
         try:
             await self.client.delete(file.id)
         except NotFoundError:

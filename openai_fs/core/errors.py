@@ -12,7 +12,7 @@ from __future__ import annotations
 import errno
 import logging
 
-from openai_fs.api.errors import APIError, APIStatusError
+from openai_fs.api.errors import APIError, APIStatusError, DownloadRefusedError
 
 
 class FSError(Exception):
@@ -81,6 +81,9 @@ def as_fs_error(exc: BaseException) -> FSError:
     server's message, request id)."""
     if isinstance(exc, FSError):
         return exc
+    if isinstance(exc, DownloadRefusedError):
+        # the server keeps this purpose's content to itself: not an invalid request
+        return FSError(errno.EACCES, str(exc))
     if isinstance(exc, APIStatusError):
         if exc.status >= 500:
             return FSError(errno.EIO, str(exc), level=logging.ERROR)

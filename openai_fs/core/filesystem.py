@@ -14,6 +14,7 @@ from openai_fs.api import FilesClient
 from openai_fs.core import purposes
 from openai_fs.core.cache import ContentCache, DiskCache
 from openai_fs.core.changes import ServerChanges
+from openai_fs.core.content_access import ContentAccess
 from openai_fs.core.kernel_cache import KernelCache
 from openai_fs.core.namespace import Namespace
 from openai_fs.core.open_files import OpenFiles
@@ -30,6 +31,8 @@ class CoreSettings:
     memory_cache_bytes: int = 256 * purposes.MiB
     disk_cache_bytes: int = 4 * purposes.GiB
     uploads: UploadSettings = field(default_factory=UploadSettings)
+    #: purposes whose content the server is known not to hand out (never asked for)
+    not_downloadable: tuple[str, ...] = ()
 
 
 class FileSystem:
@@ -46,8 +49,10 @@ class FileSystem:
                                    read_only=settings.read_only, kernel=kernel)
         self.disk = DiskCache(settings.cache_dir, settings.disk_cache_bytes,
                               server=client.base_url)
+        access = ContentAccess(refused=settings.not_downloadable,
+                               on_refused=self.namespace.forget_attributes_of)
         self.cache = ContentCache(client, memory_bytes=settings.memory_cache_bytes,
-                                  disk=self.disk, nursery=nursery)
+                                  disk=self.disk, nursery=nursery, access=access)
         self.spool = Spool(settings.cache_dir)
         self.uploader = Uploader(client, settings.uploads, uploads_nursery)
         self.changes = ServerChanges(client, self.namespace, self.cache, self.uploader,

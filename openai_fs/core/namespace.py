@@ -397,6 +397,16 @@ class Namespace:
         self._server_entry(directory, file)
         self._rename_all(directory)
 
+    def forget_attributes_of(self, purpose: str) -> None:
+        """Tell the kernel that the attributes of every file of ``purpose`` it holds changed
+        (their modes follow what the server lets be read)."""
+        directory = self.purpose_dirs.get(purpose)
+        if directory is None:
+            return
+        for entry in list(directory.files.values()) + list(directory.unsent.values()):
+            if entry.lookups:
+                self.kernel.forget_attributes(entry.inode)
+
     def refresh_names(self, directory: PurposeDir) -> None:
         self._rename_all(directory)
 

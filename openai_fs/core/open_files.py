@@ -29,6 +29,7 @@ from openai_fs.api import APIError, FileObject
 from openai_fs.core import names, rules
 from openai_fs.core.cache import ContentCache
 from openai_fs.core.changes import ServerChanges
+from openai_fs.core.content_access import ContentRefused
 from openai_fs.core.errors import AlreadyExists, FSError, UploadFailed, errno_for
 from openai_fs.core.handles import ContentReader, FileHandle, LocalReader, LocalWriter
 from openai_fs.core.namespace import FileEntry, Namespace, Node, PurposeDir
@@ -68,6 +69,7 @@ class OpenFiles:
                           level=logging.DEBUG)
         if flags & os.O_ACCMODE != os.O_RDONLY or flags & os.O_TRUNC:
             return await self._open_for_writing(entry, flags, opener)
+        self._check_readable(entry)
         if entry.local is not None:
             self._held.pop(entry, None)
             entry.local.handles += 1
@@ -97,10 +99,25 @@ class OpenFiles:
         local.handles += 1
         return LocalWriter(entry, local, opener), entry
 
+    def readable(self, entry: FileEntry) -> bool:
+        """Whether the bytes of ``entry`` can be read: it has local bytes, the mount holds a
+        copy, or the server is not known to refuse its purpose's content."""
+        return (entry.local is not None or entry.file is None
+                or self.cache.access.state(entry.purpose) is not False
+                or self.cache.holds(entry.file))
+
+    def _check_readable(self, entry: FileEntry) -> None:
+        """Refuse (EACCES) what needs the bytes of a file the server will not hand out; root and
+        --allow-other users are not stopped by the mode bits alone."""
+        if not self.readable(entry):
+            raise ContentRefused(f"{entry.directory.name}/{entry.name}", entry.purpose)
+
     async def _open_for_writing(self, entry: FileEntry, flags: int,
                                 opener: int | None) -> LocalWriter:
         if not entry.writable:
             raise rules.not_writable(entry.directory)
+        if not flags & os.O_TRUNC:
+            self._check_readable(entry)     # changed in place: its bytes are needed
         while True:
             local = entry.local
             if local is None or local.failure is not None:
@@ -177,6 +194,8 @@ class OpenFiles:
             return
         if entry.file is not None and size == entry.file.bytes:
             return
+        if size:
+            self._check_readable(entry)     # what stays of the old bytes must be fetched
         local = self._standing_for(entry) if size else self.spool.new_file(entry.purpose,
                                                                             entry.name)
         entry.local = local
@@ -259,7 +278,13 @@ class OpenFiles:
     # ----------------------------------------------------------------- upload
 
     async def commit(self, entry: FileEntry, local: LocalFile) -> None:
-        """Upload the spool of ``entry`` if it changed; raises FSError when that fails."""
+        """Upload the spool of ``entry`` if it changed; raises FSError when that fails.
+
+        A rename or ``rm`` does not wait for an upload in flight (the kernel holds the
+        directories locked meanwhile); the upload, once back, makes the server match them: a
+        file removed while it was sent is deleted again, and one renamed while it was sent is
+        uploaded again under its new name before the copy under the old name is deleted.
+        """
         async with local.lock:
             if local.failure is not None:
                 local.drop_early("the file will not be uploaded")
@@ -280,18 +305,50 @@ class OpenFiles:
             except (APIError, OSError) as exc:
                 raise self._failed(entry, local, where, exc) from None
             local.dirty = False
-            replaced = self.changes.record_upload(entry, uploaded)
-            self.uploader.completed += 1
-            log.info("uploaded %s as %s (%d bytes)", where, uploaded.id, uploaded.bytes)
+            if local.discarded:     # rm, or renamed over, while it was sent
+                log.info("%s was removed while it was uploaded; deleting the upload (%s)",
+                         where, uploaded.id)
+                replaced = [uploaded]
+            else:
+                uploaded, strays = await self._follow_renames(entry, local, uploaded)
+                where = f"{entry.directory.name}/{entry.name}"
+                replaced = self.changes.record_upload(entry, uploaded) + strays
+                self.uploader.completed += 1
+                log.info("uploaded %s as %s (%d bytes)", where, uploaded.id, uploaded.bytes)
         await self.changes.delete_replaced(where, replaced)
 
+    async def _follow_renames(self, entry: FileEntry, local: LocalFile,
+                              uploaded: FileObject) -> tuple[FileObject, list[FileObject]]:
+        """``uploaded`` under the name and purpose the entry has now: uploaded again (from the
+        spool, still locked) while the entry was renamed during the upload. Returns the file
+        and the copies under earlier names, to be deleted once this one stands."""
+        strays: list[FileObject] = []
+        while (uploaded.filename, uploaded.purpose) != (entry.server_name, entry.purpose):
+            where = f"{entry.directory.name}/{entry.name}"
+            log.info("%s/%s was renamed to %s while it was uploaded; uploading it again under "
+                     "its new name", uploaded.purpose, uploaded.filename, where)
+            strays.append(uploaded)
+            try:
+                uploaded = await self.uploader.upload(where, entry.server_name, entry.purpose,
+                                                      local.path, local.size, local=local)
+            except (APIError, OSError) as exc:
+                for stray in strays:        # nothing is lost: the server keeps those copies
+                    self.namespace.restore(stray)
+                kept = ", ".join(f"{stray.purpose}/{stray.filename} ({stray.id})"
+                                 for stray in strays)
+                raise self._failed(entry, local, where, exc,
+                                   note=f"it is on the server under its old name as {kept}") \
+                    from None
+        return uploaded, strays
+
     def _failed(self, entry: FileEntry, local: LocalFile, where: str,
-                exc: BaseException) -> UploadFailed:
+                exc: BaseException, *, note: str = "") -> UploadFailed:
         """Keep the bytes that did not reach the server, and say where they are."""
         saved = self.spool.keep_unsent(local, entry.purpose, entry.name)
         reason = str(exc)
         failure = UploadFailed(errno_for(exc), f"upload of {where} failed: {reason}; "
-                                               f"the bytes are kept in {saved}",
+                                               f"the bytes are kept in {saved}"
+                                               + (f"; {note}" if note else ""),
                                level=logging.ERROR)
         local.failure = failure
         self.uploader.record_failure(where, reason, saved)
@@ -383,6 +440,12 @@ class OpenFiles:
             if entry in self._held and not self.defers(entry):
                 await self._upload_held(entry)      # e.g. rsync's temp file, now in place
             return
+        if not self.readable(entry):
+            # the API cannot rename: a move uploads the bytes again, and there are none
+            raise FSError(errno.EACCES, f"cannot move {entry.directory.name}/{entry.name}: the "
+                                        "API cannot rename a file, so a move uploads its bytes "
+                                        f"again, and the server does not hand out {entry.purpose} "
+                                        "content; nothing changed", level=logging.WARNING)
         uploaded = await self.changes.upload_copy(entry, target, name)
         gone = self._displace(replaced) if replaced is not None and replaced is not entry \
             else []

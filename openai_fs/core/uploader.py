@@ -79,6 +79,8 @@ class Uploader:
         #: the server refused a body of unknown length (411): no more early uploads
         self._early_refused = False
         self.failures: deque[dict[str, object]] = deque(maxlen=FAILURES_KEPT)
+        #: purposes for which the log said that --multipart-threshold does not apply
+        self._said_one_post: set[str] = set()
         self.completed = 0
         self._idle = trio.Event()
         self._idle.set()
@@ -122,9 +124,15 @@ class Uploader:
 
     def in_parts(self, purpose: str, filename: str, size: int) -> bool:
         """Whether a file goes through the Uploads API rather than one ``POST /files``."""
-        return purpose in purposes.UPLOADS_API_PURPOSES and (
-            size > self.settings.multipart_threshold or size > purposes.MAX_POST_FILE_BYTES
-            or MULTIPART_UNSAFE.search(filename) is not None)
+        if purpose not in purposes.UPLOADS_API_PURPOSES:
+            if size > self.settings.multipart_threshold and purpose not in self._said_one_post:
+                self._said_one_post.add(purpose)
+                log.info("%s files go with one POST /files whatever their size "
+                         "(--multipart-threshold does not apply): the Uploads API does not "
+                         "take this purpose", purpose)
+            return False
+        return (size > self.settings.multipart_threshold or size > purposes.MAX_POST_FILE_BYTES
+                or MULTIPART_UNSAFE.search(filename) is not None)
 
     def _expires_after(self) -> ExpiresAfter | None:
         seconds = self.settings.expires_after

@@ -115,7 +115,10 @@ class Operations(pyfuse3.Operations):
         attr.st_gid = self.owner.gid
         attr.st_blksize = BLOCK_HINT
         if isinstance(node, FileEntry):
-            attr.st_mode = stat.S_IFREG | (0o644 if node.writable else 0o444)
+            mode = 0o644 if node.writable else 0o444
+            if not self.files.readable(node):
+                mode &= ~0o444      # content the server keeps to itself (docs/SEMANTICS.md)
+            attr.st_mode = stat.S_IFREG | mode
             attr.st_nlink = 1
             attr.st_size = node.size
             when = node.mtime
@@ -354,8 +357,10 @@ class Operations(pyfuse3.Operations):
         values: dict[str, str] = {}
         if isinstance(node, PurposeDir):
             values["purpose"] = node.purpose or ""
+            values["downloadable"] = self.core.cache.access.describe(node.purpose or "")
         elif isinstance(node, FileEntry):
             values["purpose"] = node.purpose
+            values["downloadable"] = self.core.cache.access.describe(node.purpose)
             values["filename"] = node.server_name
             if node.file is not None:
                 values["id"] = node.file.id

@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import time
 
 import httpx
 import pytest
@@ -340,3 +341,44 @@ def test_the_key_never_shows_in_reprs_or_logs(caplog):
     with pytest.raises(TypeError):
         import pickle
         pickle.dumps(secret)
+
+
+@pytest.mark.parametrize("made_meanwhile", [1, 2])
+async def test_when_content_is_refused_a_retried_post_decides_by_name_size_and_time(
+        tmp_path, autojump_clock, caplog, made_meanwhile):
+    # The server made the file but the answer was lost (500 after commit), and it does not
+    # hand out assistants content to compare MD5s: one file of that name and size made while
+    # the upload was under way is taken for it; with two, the mount cannot tell and uploads
+    # again (a possible duplicate rather than a lost file), saying so.
+    caplog.set_level(logging.INFO, logger="openai_fs")
+    payload = b"hello world\n" * 100
+    source = tmp_path / "spool"
+    source.write_bytes(payload)
+    now = int(time.time())
+    created: list[dict] = []
+    posts = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.method == "POST":
+            posts.append(request)
+            if len(posts) == 1:
+                for n in range(made_meanwhile):
+                    created.append(file_json(f"file-new{n}", size=len(payload),
+                                             filename="notes.txt", created_at=now))
+                return error(500, "internal error after commit", type="server_error")
+            created.append(file_json("file-again", size=len(payload), filename="notes.txt",
+                                     created_at=now))
+            return httpx.Response(200, json=created[-1])
+        if request.url.path.endswith("/content"):
+            return error(400, "Not allowed to download files of purpose: assistants")
+        return httpx.Response(200, json={"object": "list", "data": created[::-1],
+                                         "first_id": None, "last_id": None, "has_more": False})
+
+    async with make_client(handler) as client:
+        made = await client.create_file("notes.txt", "assistants", source)
+    if made_meanwhile == 1:
+        assert made.id == "file-new0" and len(posts) == 1
+        assert "judged by name, size, purpose and time" in caplog.text
+    else:
+        assert made.id == "file-again" and len(posts) == 2
+        assert "possible duplicate" in caplog.text

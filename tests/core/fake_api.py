@@ -76,6 +76,8 @@ class FakeFilesAPI:
         #: the most files one listing page holds, whatever ``limit`` asks (None: no cap)
         self.page_size = page_size
         self.chunk_size = chunk_size
+        #: purposes whose content is refused as the real service refuses it (400)
+        self.refused_purposes: set[str] = set()
         self.files: dict[str, dict[str, Any]] = {}
         self.blobs: dict[str, bytes] = {}
         self.uploads: dict[str, dict[str, Any]] = {}
@@ -226,6 +228,9 @@ class FakeFilesAPI:
         data = self.blobs.get(ids[0])
         if data is None:
             return _error(404, f"No such File object: {ids[0]}")
+        purpose = self.files[ids[0]]["purpose"]
+        if purpose in self.refused_purposes:
+            return _error(400, f"Not allowed to download files of purpose: {purpose}")
         status, headers, body = 200, {}, data
         wanted = request.headers.get("range")
         if wanted and self.honour_range:

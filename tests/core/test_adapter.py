@@ -152,7 +152,8 @@ async def test_user_openai_xattrs_show_the_server_file(fake, core):
     assert await xattr(attr.st_ino, "status") == b"processed"
     assert sorted(await core.ops.listxattr(attr.st_ino, Ctx())) == sorted(
         b"user.openai." + key for key in
-        [b"id", b"purpose", b"filename", b"created_at", b"expires_at", b"status"])
+        [b"id", b"purpose", b"filename", b"created_at", b"expires_at", b"status",
+         b"downloadable"])
     other = await core.ops.lookup(vision, b"plain.txt", Ctx())
     assert await xattr(other.st_ino, "id") == plain["id"].encode()
     assert await fuse_errno(core.ops.getxattr(other.st_ino, b"user.openai.expires_at",

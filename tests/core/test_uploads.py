@@ -11,6 +11,8 @@ import os
 import random
 
 import pytest
+import trio
+import trio.testing
 
 from openai_fs.core import purposes, rules
 from openai_fs.core.errors import FSError, RuleViolation, UploadFailed
@@ -271,3 +273,74 @@ async def test_a_dead_mounts_spool_of_a_long_name_is_recovered(fake, tmp_path, m
     core = await make_core(cache_dir=cache_dir)
     assert list(unsent_files(core).values()) == [b"half-written bytes"]
     assert not dead.exists()
+
+
+async def test_a_rename_during_the_upload_does_not_wait_and_the_server_ends_with_it(
+        fake, core, nursery):
+    writer = await new_file(core, "assistants", "x.txt", b"payload")
+    entry = writer.entry
+    gate = fake.hold("create_file")
+    closed = trio.Event()
+
+    async def close():
+        await flush(core, writer)
+        closed.set()
+
+    nursery.start_soon(close)
+    await trio.testing.wait_all_tasks_blocked()         # the upload waits at the server
+    await core.files.rename(entry, core.dir("vision"), "y.txt")     # returns meanwhile
+    assert not closed.is_set()
+    assert core.dir("vision").by_name["y.txt"] is entry
+    gate.set()
+    await closed.wait()
+    assert [(f["purpose"], f["filename"], fake.blobs[f["id"]]) for f in fake.files.values()] \
+        == [("vision", "y.txt", b"payload")]
+    assert entry.file.filename == "y.txt" and core.dir("vision").by_name["y.txt"] is entry
+    assert "x.txt" not in core.dir("assistants").by_name
+    assert fake.kinds() == ["create_file", "create_file", "delete"]
+
+
+async def test_an_rm_during_the_upload_does_not_wait_and_the_server_ends_without_it(
+        fake, core, nursery):
+    writer = await new_file(core, "assistants", "x.txt", b"payload")
+    gate = fake.hold("create_file")
+    closed = trio.Event()
+
+    async def close():
+        await flush(core, writer)
+        closed.set()
+
+    nursery.start_soon(close)
+    await trio.testing.wait_all_tasks_blocked()
+    await core.files.unlink(writer.entry)
+    assert not closed.is_set() and "x.txt" not in core.dir("assistants").by_name
+    gate.set()
+    await closed.wait()
+    assert fake.files == {} and fake.kinds() == ["create_file", "delete"]
+    assert "x.txt" not in core.dir("assistants").by_name
+
+
+async def test_when_the_upload_under_the_new_name_fails_nothing_is_lost(fake, core, nursery):
+    writer = await new_file(core, "assistants", "x.txt", b"payload")
+    gate = fake.hold("create_file")
+    failure = []
+
+    async def close():
+        try:
+            await flush(core, writer)
+        except UploadFailed as exc:
+            failure.append(exc)
+
+    nursery.start_soon(close)
+    await trio.testing.wait_all_tasks_blocked()
+    await core.files.rename(writer.entry, core.dir("assistants"), "y.txt")
+    fake.fail("create_file", 400, message="no more")     # the next one: the new name
+    gate.set()
+    await trio.testing.wait_all_tasks_blocked()
+    [error] = failure
+    assert error.errno == errno.EINVAL and "under its old name" in error.message
+    [kept] = fake.files.values()
+    assert (kept["filename"], fake.blobs[kept["id"]]) == ("x.txt", b"payload")
+    assert core.dir("assistants").by_name["x.txt"].file.id == kept["id"]
+    assert "y.txt" not in core.dir("assistants").by_name
+    assert list(unsent_files(core).values()) == [b"payload"]
