@@ -12,11 +12,11 @@ from spec_validation import ResponseChecker
 @pytest.fixture(scope="session")
 def emulator_server(tmp_path_factory):
     """One emulator for the whole session (its own data directory). Use ``emulator`` instead,
-    which also resets it. Started permissive (content of every purpose served), which its
-    reset restores; ``emulator.control.use_real_service_defaults()`` switches one test to
-    the real service's behaviour."""
-    # TODO(issue 16): the real-service default once the mount copes
-    proc = EmulatorProcess(tmp_path_factory.mktemp("emulator") / "data", permissive=True)
+    which also resets it. It behaves as the real service does (content of assistants,
+    user_data, fine-tune and evals refused, bodies chunked, Range ignored), which its reset
+    restores; ``emulator.control.use_permissive()`` or ``set_config(honour_range=True)``
+    switch one test to a more permissive server when that is what it is about."""
+    proc = EmulatorProcess(tmp_path_factory.mktemp("emulator") / "data")
     proc.start()
     yield proc
     proc.stop()

@@ -27,7 +27,7 @@ def run_alone(emulator, *args: str, env: dict | None = None) -> subprocess.Compl
 @pytest.mark.parametrize("client", ["openai-fs", "sdk"])
 def test_each_client_downloads_and_uploads_the_real_bytes(emulator, tmp_path, client):
     content = os.urandom(3 * 1024 * 1024 + 17)
-    seeded = emulator.control.seed_file("big.bin", "assistants", content)
+    seeded = emulator.control.seed_file("big.bin", "vision", content)
     emulator.control.clear_requests()
 
     done = run_alone(emulator, client, "download", seeded["id"])
@@ -46,7 +46,7 @@ def test_each_client_downloads_and_uploads_the_real_bytes(emulator, tmp_path, cl
     with httpx.Client(base_url=emulator.base_url, headers={"Authorization": f"Bearer {KEY}"}) as api:
         made = api.get(f"files/{report['id']}").json()
         assert (made["filename"], made["purpose"]) == (f"{client}.bin", "user_data")
-        assert api.get(f"files/{report['id']}/content").content == content[::-1]
+    assert emulator.control.stored_content(report["id"]) == content[::-1]
     assert KEY not in done.stdout + done.stderr
 
 

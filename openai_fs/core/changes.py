@@ -11,7 +11,10 @@ from __future__ import annotations
 import errno
 import logging
 import os
+import shutil
 from pathlib import Path
+
+import trio
 
 from openai_fs.api import APIError, FileObject, FilesClient, NotFoundError
 from openai_fs.core.cache import ContentCache
@@ -95,22 +98,27 @@ class ServerChanges:
 
     async def upload_copy(self, entry: FileEntry, target: PurposeDir, name: str) -> FileObject:
         """The bytes of the uploaded file ``entry`` uploaded again as ``target/name`` (from the
-        local copy or the content cache, downloading them first if needed). Nothing else
-        changes; a failure is an :class:`UploadFailed` that says so."""
+        local copy or the content cache, downloading them first if needed), and kept in the
+        content cache as the new file's (so a file the server will not hand out stays
+        readable). Nothing else changes; a failure is an :class:`UploadFailed` that says so."""
         assert entry.file is not None
         where = f"{target.name}/{name}"
-        source, temporary = await self._content_path(entry)
+        source = await self._copy_of(entry)
         size = entry.file.bytes if entry.local is None else entry.size
         try:
-            return await self.uploader.upload(where, server_filename(name),
-                                              target.purpose or "", source, size)
+            uploaded = await self.uploader.upload(where, server_filename(name),
+                                                  target.purpose or "", source, size)
         except (APIError, OSError) as exc:
+            source.unlink(missing_ok=True)
             raise UploadFailed(errno_for(exc), f"moving {entry.directory.name}/{entry.name} "
                                                f"to {where} failed: {exc}; nothing changed",
                                level=logging.ERROR) from None
-        finally:
-            if temporary:
-                source.unlink(missing_ok=True)
+        except BaseException:
+            source.unlink(missing_ok=True)
+            raise
+        self.cache.adopt(uploaded, source)      # moves it, or removes it when it does not fit
+        source.unlink(missing_ok=True)
+        return uploaded
 
     async def finish_move(self, entry: FileEntry, target: PurposeDir, name: str,
                           uploaded: FileObject, replaced: list[FileObject]) -> None:
@@ -125,16 +133,20 @@ class ServerChanges:
         log.info("moved %s (%s) to %s (%s)", entry.name, old.id, where, uploaded.id)
         await self.delete_replaced(where, [old])
 
-    async def _content_path(self, entry: FileEntry) -> tuple[Path, bool]:
-        """A local file with the entry's bytes, and whether it is a temporary copy."""
+    async def _copy_of(self, entry: FileEntry) -> Path:
+        """A temporary copy of the entry's bytes in the spool folder."""
         assert entry.file is not None
-        if entry.local is not None and not entry.local.dirty and entry.local.base is None:
-            return entry.local.path, False
         copy = self.spool.temporary_path()
+        local = entry.local
+        if local is not None and not local.dirty and local.base is None:
+            # a copy, not a link: the spool may be written again later
+            await trio.to_thread.run_sync(shutil.copyfile, local.path, copy)
+            return copy
         if entry.file.bytes > 0 and await self.cache.fetch_whole(entry.file):
-            # a hard link keeps the bytes even if the cache evicts the file meanwhile
+            # a hard link keeps the bytes even if the cache evicts the file meanwhile; cached
+            # content never changes
             os.link(self.cache.disk.path(entry.file.id), copy)
-            return copy, True
+            return copy
         fd = os.open(copy, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
         try:
             await self.cache.copy_into(entry.file, copy, fd)
@@ -143,4 +155,4 @@ class ServerChanges:
             raise
         finally:
             os.close(fd)
-        return copy, True
+        return copy

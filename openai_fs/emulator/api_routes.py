@@ -28,7 +28,7 @@ from openai_fs.emulator.store import FileRecord, UnknownCursor, UploadRecord, re
 EXPIRES_AFTER_PARAM = "expires_after"
 
 
-def _parse_range(header: str | None, size: int) -> tuple[int, int] | str | None:
+def parse_range(header: str | None, size: int) -> tuple[int, int] | str | None:
     """A single ``bytes=`` range as ``(first, last)``, ``"unsatisfiable"``, or None to send the
     whole body (no header, a syntax the server may ignore, or several ranges)."""
     if not header:
@@ -268,7 +268,7 @@ class ApiRoutes:
                 return FileStream(fd, 0, size, status=200, headers=headers, executor=self.executor,
                                   content_length=False)
             headers["accept-ranges"] = "bytes"
-            wanted = _parse_range(request.headers.get("range"), size)
+            wanted = parse_range(request.headers.get("range"), size)
             if wanted == "unsatisfiable":
                 raise ErrorReply(416, f"Requested range not satisfiable: the file has {size} bytes.",
                                  headers={"content-range": f"bytes */{size}"})

@@ -145,6 +145,21 @@ class EmulatorControl:
     def clear_listing_extras(self) -> None:
         self._call("DELETE", "/listing_extras")
 
+    def stored_content(self, file_id: str, start: int = 0, length: int | None = None) -> bytes:
+        """What the server holds for a file (``length`` bytes from ``start``, or all of it),
+        whatever its purpose (the public API refuses the content of some purposes, as the real
+        service does)."""
+        headers = {} if length is None else {"Range": f"bytes={start}-{start + length - 1}"}
+        response = self._client.get(f"/files/{file_id}/content", headers=headers)
+        if response.status_code >= 400:
+            raise EmulatorControlError(f"GET /_emulator/files/{file_id}/content: {response.status_code} "
+                                       f"{response.text}")
+        return response.content
+
+    def stored_content_stream(self, file_id: str):
+        """``with control.stored_content_stream(id) as response``: the same, streamed."""
+        return self._client.stream("GET", f"/files/{file_id}/content")
+
     def seed_file(self, filename: str, purpose: str, content: bytes, created_at: int | None = None,
                   expires_at: int | None = None) -> dict:
         return self._call("POST", "/seed", json=_seed_item(filename, purpose, content, created_at, expires_at))

@@ -23,13 +23,13 @@ from starlette.responses import Response
 from starlette.routing import Router
 
 from openai_fs.emulator import errors
-from openai_fs.emulator.api_routes import check_text
+from openai_fs.emulator.api_routes import check_text, parse_range
 from openai_fs.emulator.backend import Backend
 from openai_fs.emulator.config import RuntimeConfig
 from openai_fs.emulator.errors import ErrorReply
 from openai_fs.emulator.extras import ListingExtras
 from openai_fs.emulator.faults import DIE_EXIT_STATUS, FaultRule, FaultSet
-from openai_fs.emulator.responses import error_response, json_response, read_json, route
+from openai_fs.emulator.responses import FileStream, error_response, json_response, read_json, route
 
 log = logging.getLogger("openai_fs.emulator")
 
@@ -312,6 +312,7 @@ class ControlRoutes:
             route("/_emulator/faults/{fault_id}", DELETE=self.ctl_remove_fault),
             route("/_emulator/config", GET=self.ctl_config, PATCH=self.ctl_set_config),
             route("/_emulator/state", GET=self.ctl_state),
+            route("/_emulator/files/{file_id}/content", GET=self.ctl_stored_content),
             route("/_emulator/reset", POST=self.ctl_reset),
             route("/_emulator/clock", GET=self.ctl_clock, POST=self.ctl_advance_clock),
             route("/_emulator/seed", POST=self.ctl_seed),
@@ -367,6 +368,31 @@ class ControlRoutes:
     async def ctl_state(self, request: Request) -> Response:
         await self.backend.expire()
         return json_response(self.store.state())
+
+    async def ctl_stored_content(self, request: Request) -> Response:
+        """The bytes the store holds for a live file, whatever its purpose (one ``Range`` is
+        honoured): what tests compare uploads with, since the public API refuses the content
+        of some purposes."""
+        file_id = request.path_params["file_id"]
+        await self.backend.expire()
+        if self.store.get_file(file_id) is None:
+            raise errors.no_such_file(file_id)
+        try:
+            fd = await self.backend.run(os.open, self.store.file_path(file_id), os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError:  # deleted meanwhile
+            raise errors.no_such_file(file_id) from None
+        try:
+            size = os.fstat(fd).st_size
+            wanted = parse_range(request.headers.get("range"), size)
+            if isinstance(wanted, tuple):       # one range, for checks of large files
+                first, last = wanted
+                return FileStream(fd, first, last - first + 1, status=206,
+                                  headers={"content-range": f"bytes {first}-{last}/{size}"},
+                                  executor=self.backend.executor)
+            return FileStream(fd, 0, size, status=200, headers={}, executor=self.backend.executor)
+        except BaseException:
+            os.close(fd)
+            raise
 
     async def ctl_reset(self, request: Request) -> Response:
         self.faults.clear()

@@ -36,7 +36,8 @@ whole with 200, chunked, with Content-Disposition and without Content-Length or 
 whatever Range asks (--honour-range answers Range with 206/416 and sends Content-Length).
 
 /_emulator/ (no auth; keep the server on loopback) is a control API for tests: request log,
-faults, runtime config (downloadable, honour_range, page_cap, latency, bandwidth), state, reset,
+faults, runtime config (downloadable, honour_range, page_cap, latency, bandwidth), state, the
+stored bytes of any file (GET /_emulator/files/{id}/content, whatever its purpose), reset,
 clock, seeding, and hostile listing entries (POST /_emulator/listing_extras with a JSON list, or
 {"purpose": P, "entries": [...]}: raw values appended unvalidated to every GET /files page, and
 answered by GET /files/{id} when their id matches; DELETE clears them).

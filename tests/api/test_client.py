@@ -14,6 +14,7 @@ from openai_fs.api import (
     APIConnectionError,
     AuthenticationError,
     BadRequestError,
+    DownloadRefusedError,
     ExpiresAfter,
     FilesClient,
     MalformedResponseError,
@@ -44,9 +45,9 @@ def requests_to(control, method: str, pattern: str) -> list[dict]:
 
 
 async def test_every_files_endpoint(client, emulator, tmp_path):
-    made = await client.create_file("hello.txt", "assistants", b"hello world")
+    made = await client.create_file("hello.txt", "vision", b"hello world")
     assert (made.filename, made.purpose, made.bytes, made.expires_at) == (
-        "hello.txt", "assistants", 11, None)
+        "hello.txt", "vision", 11, None)
     spool = tmp_path / "notes.jsonl"
     spool.write_bytes(b'{"a": 1}\n')
     progress: list[int] = []
@@ -84,7 +85,7 @@ async def test_listing_follows_every_page(client, emulator):
 
 async def test_streaming_a_file_larger_than_any_buffer(client):
     data = random.Random(1).randbytes(24 * MiB + 13)
-    made = await client.create_file("big.bin", "user_data", data)
+    made = await client.create_file("big.bin", "vision", data)
     digest, total, biggest = hashlib.sha256(), 0, 0
     async for at, chunk in client.stream_content(made.id):
         assert at == total
@@ -98,7 +99,7 @@ async def test_streaming_a_file_larger_than_any_buffer(client):
 @pytest.mark.parametrize("ignore_range", [False, True])
 async def test_ranges_whether_the_server_honours_them_or_not(client, emulator, ignore_range):
     data = random.Random(2).randbytes(3 * MiB)
-    made = await client.create_file("r.bin", "user_data", data)
+    made = await client.create_file("r.bin", "vision", data)
     emulator.control.set_config(ignore_range=ignore_range)
     emulator.control.clear_requests()
     assert await client.read_content(made.id, offset=1_000_000, length=4096) == \
@@ -114,7 +115,7 @@ async def test_the_uploads_flow_with_parallel_parts(client, emulator, tmp_path):
     spool = tmp_path / "big.bin"
     spool.write_bytes(data)
     sent: list[int] = []
-    made = await client.upload_in_parts("big.bin", "assistants", spool, part_size=MiB,
+    made = await client.upload_in_parts("big.bin", "vision", spool, part_size=MiB,
                                         concurrency=3, progress=sent.append)
     assert made.bytes == len(data) and sum(sent) == len(data)
     assert await client.read_content(made.id) == data
@@ -137,14 +138,14 @@ async def test_a_failed_part_cancels_the_upload(client, emulator, tmp_path):
     spool.write_bytes(b"q" * (3 * MiB))
     emulator.control.add_fault("status", path="/parts$", status=400, skip=1)
     with pytest.raises(BadRequestError):
-        await client.upload_in_parts("big.bin", "assistants", spool, part_size=MiB,
+        await client.upload_in_parts("big.bin", "vision", spool, part_size=MiB,
                                      concurrency=2)
     assert [u["status"] for u in emulator.control.state()["uploads"]] == ["cancelled"]
     assert [f for f in emulator.control.state()["files"] if not f["deleted"]] == []
 
 
 async def test_429_and_500_are_retried_and_counted(client, emulator):
-    made = await client.create_file("r.txt", "assistants", b"retry me")
+    made = await client.create_file("r.txt", "vision", b"retry me")
     emulator.control.add_fault("status", path=f"/files/{made.id}$", status=429,
                                retry_after_ms=5, count=2)
     emulator.control.clear_requests()
@@ -166,7 +167,7 @@ async def test_429_and_500_are_retried_and_counted(client, emulator):
 async def test_a_post_that_took_effect_before_the_connection_dropped_is_not_repeated(
         client, emulator):
     emulator.control.add_fault("drop_after_commit", method="POST", path="^/v1/files$", count=1)
-    made = await client.create_file("once.txt", "assistants", b"only one copy")
+    made = await client.create_file("once.txt", "vision", b"only one copy")
     files = [f for f in emulator.control.state()["files"] if not f["deleted"]]
     assert [f["id"] for f in files] == [made.id]
     assert len(requests_to(emulator.control, "POST", "^/v1/files$")) == 1
@@ -181,8 +182,8 @@ async def test_a_body_of_unknown_length_is_sent_as_it_comes(client, emulator):
             yield piece
 
     name = "naïve name (1).txt"
-    streamed = await client.create_file_streamed(name, "user_data", written_slowly())
-    at_once = await client.create_file(name, "user_data", b"".join(pieces))
+    streamed = await client.create_file_streamed(name, "vision", written_slowly())
+    at_once = await client.create_file(name, "vision", b"".join(pieces))
     assert (streamed.filename, streamed.bytes) == (at_once.filename, at_once.bytes)
     assert await client.read_content(streamed.id) == b"".join(pieces)
 
@@ -193,7 +194,7 @@ async def test_an_abandoned_streamed_upload_makes_no_file(client, emulator):
         await trio.sleep_forever()
 
     with trio.move_on_after(0.5):
-        await client.create_file_streamed("never.txt", "user_data", stalls())
+        await client.create_file_streamed("never.txt", "vision", stalls())
     posted = requests_to(emulator.control, "POST", "^/v1/files$")
     assert len(posted) == 1
     await trio.sleep(0.2)       # the emulator notices the closed connection
@@ -211,7 +212,7 @@ async def test_error_mapping(client, emulator):
     emulator.control.add_fault("malformed", path="^/v1/files$", method="GET", count=1)
     with pytest.raises(MalformedResponseError):
         await client.list_page()
-    made = await client.create_file("t.bin", "assistants", b"t" * 100_000)
+    made = await client.create_file("t.bin", "vision", b"t" * 100_000)
     emulator.control.add_fault("truncate", path="/content$", after_bytes=10)
     with pytest.raises(APIConnectionError):
         await client.read_content(made.id)
@@ -220,7 +221,8 @@ async def test_error_mapping(client, emulator):
 async def test_a_download_that_breaks_again_and_again_but_moves_on_completes(client, emulator):
     breaks = QUICK.max_retries + 6
     data = random.Random(5).randbytes((breaks + 1) * RESUME_PROGRESS)
-    made = await client.create_file("long.bin", "assistants", data)
+    made = await client.create_file("long.bin", "vision", data)
+    emulator.control.set_config(honour_range=True)      # a resume asks for the rest only
     # nine answers in a row break, more than the 3 retries of QUICK, but each resumed
     # request brings a MiB more (a break after fewer new bytes counts: see test_error_mapping)
     emulator.control.add_fault("truncate", path="/content$", after_bytes=RESUME_PROGRESS,
@@ -261,3 +263,13 @@ async def test_a_wrong_key_and_the_key_never_leaks(tmp_path, caplog, spec_checke
     for text in (str(caught.value), repr(caught.value), str(echoed.value),
                  repr(echoed.value), caplog.text):
         assert KEY not in text and "KEYKEYKEY" not in text and KEY[-4:] not in text
+
+
+@pytest.mark.parametrize("purpose", ["assistants", "user_data", "fine-tune", "evals"])
+async def test_content_the_real_service_refuses_is_a_download_refused_error(client, purpose):
+    name = "refused.jsonl" if purpose == "fine-tune" else "refused.txt"
+    made = await client.create_file(name, purpose, b"kept to itself")
+    with pytest.raises(DownloadRefusedError) as caught:
+        await client.read_content(made.id)
+    assert caught.value.status == 400 and caught.value.purpose == purpose
+    assert isinstance(caught.value, BadRequestError)

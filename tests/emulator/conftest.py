@@ -12,6 +12,15 @@ from .helpers import TEST_API_KEY
 
 
 @pytest.fixture
+def emulator(emulator):
+    """The session emulator, permissive for this test (every purpose's content served, Range
+    honoured): the emulator's own tests exercise each switch, and ``real_emulator`` switches
+    back to the real service's behaviour, the session's start configuration."""
+    emulator.control.use_permissive()
+    return emulator
+
+
+@pytest.fixture
 def api(emulator, spec_checker):
     """``httpx.Client`` on ``/v1`` of the session emulator, with the test key."""
     with httpx.Client(base_url=emulator.base_url, headers={"Authorization": f"Bearer {TEST_API_KEY}"},
@@ -21,8 +30,8 @@ def api(emulator, spec_checker):
 
 @pytest.fixture
 def real_emulator(emulator):
-    """The session emulator behaving like the real service (the default of ``openai-fs serve``)
-    for this test; the next test's reset restores the permissive start configuration."""
+    """The session emulator behaving like the real service (the default of ``openai-fs serve``
+    and the session's start configuration, which the next test's reset restores)."""
     emulator.control.use_real_service_defaults()
     return emulator
 

@@ -416,12 +416,13 @@ def test_fault_management(ctl):
 
 def test_reset_clears_faults_and_config(api, ctl):
     ctl.add_fault("status", status=500)
-    ctl.set_config(page_cap=3, latency=0.01, honour_range=False, downloadable=["batch"])
+    ctl.set_config(page_cap=3, latency=0.01, honour_range=True, downloadable=["batch"])
     ctl.reset()
     assert ctl.faults() == [] and ctl.requests() == []
-    # the session emulator's start configuration: permissive
-    assert ctl.config() == {"honour_range": True, "downloadable": "all", "page_cap": None, "latency": 0.0,
-                            "bandwidth": None}
+    # the session emulator's start configuration: the real service's behaviour
+    assert ctl.config() == {"honour_range": False, "page_cap": None, "latency": 0.0, "bandwidth": None,
+                            "downloadable": ["assistants_output", "batch", "batch_output", "fine-tune-results",
+                                             "vision"]}
     assert api.get("/files").status_code == 200
 
 

@@ -104,14 +104,17 @@ def test_a_purpose_the_table_does_not_know_is_refused_unless_listed(real_api, ct
     assert real_api.get(f"/files/{f['id']}/content").content == CONTENT
 
 
-def test_the_session_emulator_starts_permissive_and_reset_restores_it(emulator, ctl, api):
-    ids = seed_every_purpose(ctl)
-    assert ctl.config()["downloadable"] == "all"
-    assert api.get(f"/files/{ids['assistants']}/content").content == CONTENT
-    ctl.use_real_service_defaults()
-    assert api.get(f"/files/{ids['assistants']}/content").status_code == 400
+def test_the_session_emulator_starts_like_the_real_service_and_reset_restores_it(
+        emulator_server, api):
+    ctl = emulator_server.control
     ctl.reset()
-    assert ctl.config()["downloadable"] == "all"
+    ids = seed_every_purpose(ctl)
+    assert ctl.config()["downloadable"] == sorted(SERVED)
+    assert api.get(f"/files/{ids['assistants']}/content").status_code == 400
+    ctl.use_permissive()
+    assert api.get(f"/files/{ids['assistants']}/content").content == CONTENT
+    ctl.reset()
+    assert ctl.config()["downloadable"] == sorted(SERVED)
 
 
 def test_serve_refuses_by_default(tmp_path, spec_checker):

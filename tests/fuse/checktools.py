@@ -11,7 +11,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import httpx
 
 MiB = 1024 * 1024
 
@@ -22,19 +21,11 @@ def live_files(emulator, purpose: str | None = None) -> list[dict]:
     return [f for f in files if purpose is None or f["purpose"] == purpose]
 
 
-def server_get(emulator, path: str, **headers: str) -> httpx.Response:
-    """A GET on the emulator as another client would send it."""
-    response = httpx.get(f"{emulator.base_url}{path}", timeout=120,
-                         headers={"Authorization": "Bearer checker", **headers})
-    response.raise_for_status()
-    return response
-
-
 def server_sha256(emulator, file_id: str) -> str:
-    """SHA-256 of a file's content on the server, streamed (never the whole file in memory)."""
+    """SHA-256 of what the server holds for a file (whatever its purpose), streamed (never the
+    whole file in memory)."""
     digest = hashlib.sha256()
-    with httpx.stream("GET", f"{emulator.base_url}/files/{file_id}/content", timeout=120,
-                      headers={"Authorization": "Bearer checker"}) as response:
+    with emulator.control.stored_content_stream(file_id) as response:
         response.raise_for_status()
         for chunk in response.iter_bytes(MiB):
             digest.update(chunk)
@@ -42,11 +33,8 @@ def server_sha256(emulator, file_id: str) -> str:
 
 
 def server_range(emulator, file_id: str, start: int, length: int) -> bytes:
-    """Bytes ``[start, start+length)`` of a file on the server, with one ranged request."""
-    response = server_get(emulator, f"/files/{file_id}/content",
-                          Range=f"bytes={start}-{start + length - 1}")
-    assert response.status_code == 206, response.status_code
-    return response.content
+    """Bytes ``[start, start+length)`` of what the server holds for a file."""
+    return emulator.control.stored_content(file_id, start, length)
 
 
 def peak_rss(pid: int) -> int:

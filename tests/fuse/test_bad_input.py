@@ -61,12 +61,12 @@ def test_a_name_of_256_bytes_is_enametoolong_and_255_bytes_is_fine(mount, emulat
 def test_a_server_name_of_300_bytes_is_shown_cut_with_its_id_and_works_as_a_file(
         mount, seed, emulator, tmp_path):
     long_name = "report-" + "x" * 289 + ".csv"            # 300 bytes
-    made = seed(long_name, "evals", b"a,b\n1,2\n")
+    made = seed(long_name, "vision", b"a,b\n1,2\n")
     mounted = mount()
-    [shown] = os.listdir(mounted / "evals")
+    [shown] = os.listdir(mounted / "vision")
     assert len(shown.encode()) <= 255
     assert shown.startswith("report-xxx") and shown.endswith(f" ({made['id']}).csv")
-    path = mounted / "evals" / shown
+    path = mounted / "vision" / shown
     assert path.read_bytes() == b"a,b\n1,2\n"
     assert xattr(path, "filename") == long_name.encode()
     # replacing it keeps the full server name, and rm removes it
@@ -75,9 +75,9 @@ def test_a_server_name_of_300_bytes_is_shown_cut_with_its_id_and_works_as_a_file
     [replaced] = live_files(emulator)
     assert replaced["filename"] == long_name and replaced["id"] != made["id"]
     assert server_sha256(emulator, replaced["id"]) == hashlib.sha256(b"a,b\n3,4\n").hexdigest()
-    [shown] = os.listdir(mounted / "evals")
+    [shown] = os.listdir(mounted / "vision")
     assert replaced["id"] in shown
-    os.unlink(mounted / "evals" / shown)
+    os.unlink(mounted / "vision" / shown)
     assert live_files(emulator) == []
 
 
@@ -101,9 +101,9 @@ ODD_NAMES = {
 
 
 def test_server_names_with_odd_characters_are_listed_read_and_kept_exactly(mount, seed):
-    ids = {name: seed(name, "assistants", name.encode())["id"] for name in ODD_NAMES}
+    ids = {name: seed(name, "vision", name.encode())["id"] for name in ODD_NAMES}
     mounted = mount()
-    folder = mounted / "assistants"
+    folder = mounted / "vision"
     assert sorted(os.listdir(folder)) == sorted(ODD_NAMES.values())
     for server_name, shown in ODD_NAMES.items():
         path = folder / shown
@@ -278,12 +278,12 @@ def test_a_name_that_is_not_utf8_is_refused_at_create(mount, emulator, name):
 
 
 def test_names_that_collide_each_keep_a_name_of_their_own(mount, seed, emulator, tmp_path):
-    first = seed("a.txt", "user_data", b"first a")
-    second = seed("a.txt", "user_data", b"second a")
+    first = seed("a.txt", "vision", b"first a")
+    second = seed("a.txt", "vision", b"second a")
     # a real filename that equals the id-bearing name the first file is shown under
-    impostor = seed(f"a ({first['id']}).txt", "user_data", b"impostor")
+    impostor = seed(f"a ({first['id']}).txt", "vision", b"impostor")
     mounted = mount("--dir-ttl", "0")
-    folder = mounted / "user_data"
+    folder = mounted / "vision"
     shown = os.listdir(folder)
     assert len(shown) == len(set(shown)) == 3 and "a.txt" not in shown
     by_id = {xattr(folder / name, "id").decode(): (folder / name).read_bytes()
@@ -411,7 +411,7 @@ def assert_gone(folder: Path, names: list[str]) -> None:
 
 def test_a_full_spool_disk_is_enospc_uploads_nothing_and_the_mount_goes_on(
         mount, seed, emulator, tmp_path):
-    seed("before.txt", "assistants", b"readable before and after")
+    seed("before.txt", "vision", b"readable before and after")
     need("mount", "mount")
     with small_tmpfs(tmp_path / "tiny", "2m") as tiny:
         mounted = mount(cache_dir=tiny / "cache")
@@ -436,7 +436,7 @@ def test_a_full_spool_disk_is_enospc_uploads_nothing_and_the_mount_goes_on(
             "will not be uploaded" in said[0], said
         wait_for(lambda: spool_is_empty(mounted), timeout=10, message="the spool to be freed")
         # the space is back: the mount reads and writes as before
-        assert (mounted / "assistants" / "before.txt").read_bytes() == \
+        assert (mounted / "vision" / "before.txt").read_bytes() == \
             b"readable before and after"
         (mounted / "user_data" / "after.txt").write_bytes(b"written after")
         [after] = live_files(emulator, "user_data")
@@ -456,8 +456,7 @@ WRONG_KEY = "sk-wrong-key-SECRET-55555"
 @pytest.fixture
 def locked(tmp_path):
     """An emulator of our own that accepts only RIGHT_KEY."""
-    # TODO(issue 16): the real-service default once the mount copes
-    with EmulatorProcess(tmp_path / "locked", api_key=RIGHT_KEY, permissive=True) as server:
+    with EmulatorProcess(tmp_path / "locked", api_key=RIGHT_KEY) as server:
         yield server
 
 
@@ -496,12 +495,12 @@ except OSError as exc:
 
 def test_a_key_revoked_while_mounted_is_eacces_with_one_log_line_and_the_mount_goes_on(
         mount, locked):
-    seen = locked.control.seed_file("seen.txt", "assistants", b"read before")
-    later = locked.control.seed_file("later.txt", "assistants", b"read after")
+    seen = locked.control.seed_file("seen.txt", "vision", b"read before")
+    later = locked.control.seed_file("later.txt", "vision", b"read after")
     mounted = mount("--dir-ttl", "0", env={"OPENAI_API_KEY": RIGHT_KEY,
                                            "OPENAI_BASE_URL": locked.base_url})
     mounted.expect_log(r"401 from ")
-    folder = mounted / "assistants"
+    folder = mounted / "vision"
     writer = subprocess.Popen([sys.executable, "-c", WRITER, str(folder / "pending.txt")],
                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     reader = os.open(folder / "seen.txt", os.O_RDONLY)
@@ -598,21 +597,21 @@ def test_a_malformed_listing_is_eio_and_the_mount_goes_on(mount, seed, emulator)
 
 def test_a_truncated_download_is_eio_and_the_mount_goes_on(mount, seed, emulator):
     data = os.urandom(2 * MiB)
-    broken = seed("broken.bin", "assistants", data)
-    seed("fine.txt", "assistants", b"fine")
+    broken = seed("broken.bin", "vision", data)
+    seed("fine.txt", "vision", b"fine")
     emulator.control.add_fault("truncate", path=f"/files/{broken['id']}/content",
                                after_bytes=100_000)
     mounted = mount("--retries", "1")
     mounted.expect_log(rf"read: GET /files/{broken['id']}/content: ")
     with pytest.raises(OSError) as caught:
-        (mounted / "assistants" / "broken.bin").read_bytes()
+        (mounted / "vision" / "broken.bin").read_bytes()
     assert caught.value.errno == errno.EIO
-    result = run("cat", str(mounted / "assistants" / "broken.bin"), check=False)
+    result = run("cat", str(mounted / "vision" / "broken.bin"), check=False)
     assert result.returncode != 0 and "Input/output error" in result.stderr
-    assert (mounted / "assistants" / "fine.txt").read_bytes() == b"fine"
+    assert (mounted / "vision" / "fine.txt").read_bytes() == b"fine"
     assert mounted.process.poll() is None and mounted.status()["open_files"] == 0
     errors = [line for line in mounted.log().splitlines() if " ERROR " in line]
     assert errors and all(f"/files/{broken['id']}/content" in line for line in errors)
     assert "Traceback" not in mounted.log()
     emulator.control.clear_faults()
-    assert (mounted / "assistants" / "broken.bin").read_bytes() == data
+    assert (mounted / "vision" / "broken.bin").read_bytes() == data

@@ -26,8 +26,9 @@ def test_one_directory_per_purpose_with_the_right_modes(mount):
 
 
 def test_a_purpose_the_server_reports_but_we_do_not_know_gets_a_read_only_directory(
-        mount, seed):
+        mount, seed, emulator):
     seed("report.txt", "weird_new_purpose", b"x")
+    emulator.control.set_downloadable(["vision", "weird_new_purpose"])
     mounted = mount()
     assert "weird_new_purpose" in os.listdir(mounted.path)
     mode = os.stat(mounted / "weird_new_purpose").st_mode
@@ -81,46 +82,46 @@ def test_an_expired_listing_is_fetched_again(mount, seed, emulator):
 
 
 def test_names_a_path_cannot_hold_are_mapped_reversibly(mount, seed):
-    seed("notes/2024/plan.txt", "assistants", b"slash")
-    seed(".", "assistants", b"dot")
-    seed("..", "assistants", b"dotdot")
-    seed("nul\0byte.txt", "assistants", b"nul")
-    seed("literal\uff0fslash.txt", "assistants", b"literal")
+    seed("notes/2024/plan.txt", "vision", b"slash")
+    seed(".", "vision", b"dot")
+    seed("..", "vision", b"dotdot")
+    seed("nul\0byte.txt", "vision", b"nul")
+    seed("literal\uff0fslash.txt", "vision", b"literal")
     long_name = "long-" + "é" * 200 + ".txt"        # 5 + 400 + 4 bytes: over 255
-    long_file = seed(long_name, "assistants", b"long")
+    long_file = seed(long_name, "vision", b"long")
     mounted = mount()
-    shown = set(os.listdir(mounted / "assistants"))
+    shown = set(os.listdir(mounted / "vision"))
     expected = {"notes\uff0f2024\uff0fplan.txt": b"slash", "\uff0e": b"dot",
                 "\uff0e\uff0e": b"dotdot", "nul\u2400byte.txt": b"nul",
                 "literal\u201b\uff0fslash.txt": b"literal"}
     for name, content in expected.items():
         assert name in shown
-        assert (mounted / "assistants" / name).read_bytes() == content
+        assert (mounted / "vision" / name).read_bytes() == content
     long_shown = [name for name in shown if long_file["id"] in name]
     assert len(long_shown) == 1 and long_shown[0].endswith(".txt")
     assert len(long_shown[0].encode()) <= 255
-    assert (mounted / "assistants" / long_shown[0]).read_bytes() == b"long"
+    assert (mounted / "vision" / long_shown[0]).read_bytes() == b"long"
     # the server's name is always one getfattr away
     got = run("getfattr", "--only-values", "-n", "user.openai.filename",
-              str(mounted / "assistants" / "notes\uff0f2024\uff0fplan.txt")).stdout
+              str(mounted / "vision" / "notes\uff0f2024\uff0fplan.txt")).stdout
     assert got == "notes/2024/plan.txt"
 
 
 def test_files_sharing_a_name_all_get_names_with_their_id(mount, seed, emulator):
-    first = seed("data.csv", "user_data", b"first")
-    second = seed("data.csv", "user_data", b"second")
-    seed("other.csv", "user_data", b"other")
+    first = seed("data.csv", "vision", b"first")
+    second = seed("data.csv", "vision", b"second")
+    seed("other.csv", "vision", b"other")
     mounted = mount("--dir-ttl", "0")
-    names = sorted(os.listdir(mounted / "user_data"))
+    names = sorted(os.listdir(mounted / "vision"))
     assert names == sorted([f"data ({first['id']}).csv", f"data ({second['id']}).csv",
                             "other.csv"])
-    assert (mounted / "user_data" / f"data ({second['id']}).csv").read_bytes() == b"second"
+    assert (mounted / "vision" / f"data ({second['id']}).csv").read_bytes() == b"second"
     # the plain name means no file while it is ambiguous...
-    assert not (mounted / "user_data" / "data.csv").exists()
+    assert not (mounted / "vision" / "data.csv").exists()
     # ...and the unique file again once the other one is gone
     delete_on_server(emulator, first["id"])
-    wait_for(lambda: (mounted / "user_data" / "data.csv").exists(), timeout=5)
-    assert (mounted / "user_data" / "data.csv").read_bytes() == b"second"
+    wait_for(lambda: (mounted / "vision" / "data.csv").exists(), timeout=5)
+    assert (mounted / "vision" / "data.csv").read_bytes() == b"second"
 
 
 def test_stat_and_getfattr_show_the_file_object(mount, seed):

@@ -85,11 +85,11 @@ def test_killed_while_reading_leaves_no_partial_download_behind(mount, emulator,
                                                                 tmp_path):
     control = emulator.control
     cache = tmp_path / "shared-cache"
-    made = seed("slow.bin", "assistants", random.Random(6).randbytes(6 * MiB))
+    made = seed("slow.bin", "vision", random.Random(6).randbytes(6 * MiB))
     control.add_fault("truncate", path="/content$", after_bytes=2 * MiB, count=1)
     control.add_fault("latency", path="/content$", seconds=30)
     first = mount(cache_dir=cache)
-    reader = subprocess.Popen(["cat", str(first / "assistants" / "slow.bin")],
+    reader = subprocess.Popen(["cat", str(first / "vision" / "slow.bin")],
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     wait_for(lambda: list((cache / "content").glob("*/*.partial-*")),
              message="a partial download")
@@ -97,7 +97,7 @@ def test_killed_while_reading_leaves_no_partial_download_behind(mount, emulator,
     reader.wait(timeout=30)
     control.clear_faults()
     second = mount(cache_dir=cache)
-    assert (second / "assistants" / "slow.bin").read_bytes()[:10]
+    assert (second / "vision" / "slow.bin").read_bytes()[:10]
     assert not list((cache / "content").glob("*/*.partial-*"))
     assert not (cache / "unsent").exists()              # reading leaves nothing to recover
     assert made["id"]

@@ -11,7 +11,6 @@ import subprocess
 import sys
 import threading
 
-import httpx
 import pytest
 
 from fusetools import KEY, run, wait_for
@@ -29,51 +28,44 @@ def live_files(control) -> list[dict]:
     return [f for f in control.state()["files"] if not f.get("deleted")]
 
 
-def content_of(base_url: str, file_id: str) -> bytes:
-    response = httpx.get(f"{base_url}/files/{file_id}/content",
-                         headers={"Authorization": "Bearer checker"}, timeout=60)
-    response.raise_for_status()
-    return response.content
-
-
 def faults_survived(control) -> int:
     return sum(1 for r in control.requests() if r["fault"] and r["fault"] != "latency")
 
 
 def test_everyday_operations_succeed_with_429_and_500_on_a_share_of_requests(
         mount, emulator, seed, tmp_path):
-    small = {f"doc{n}.txt": f"document {n}\n".encode() * (n + 1) for n in range(6)}
-    seeded = {name: seed(name, "assistants", data) for name, data in small.items()}
+    small = {f"doc{n}.jsonl": f"document {n}\n".encode() * (n + 1) for n in range(6)}
+    seeded = {name: seed(name, "batch", data) for name, data in small.items()}
     big = payload(3 * MiB, seed=1)
     (tmp_path / "big.bin").write_bytes(big)
-    (tmp_path / "new.txt").write_bytes(b"a new file\n")
+    (tmp_path / "new.jsonl").write_bytes(b"a new file\n")
     control = emulator.control
     # every 3rd request is rate limited (asking for a short wait), every 4th fails with 500
     control.add_fault("status", status=429, retry_after_ms=20, every=3)
     control.add_fault("status", status=500, every=4)
     mounted = mount("--multipart-threshold", "1M", "--part-size", "1M")
-    purpose = mounted / "assistants"
+    purpose = mounted / "batch"
 
     assert sorted(os.listdir(purpose)) == sorted(small)
     for name, data in small.items():
         assert (purpose / name).read_bytes() == data
-    run("cp", str(tmp_path / "new.txt"), str(purpose / "new.txt"))
+    run("cp", str(tmp_path / "new.jsonl"), str(purpose / "new.jsonl"))
     run("cp", str(tmp_path / "big.bin"), str(mounted / "vision" / "big.bin"))
-    run("rm", str(purpose / "doc0.txt"))
-    run("mv", str(purpose / "doc1.txt"), str(mounted / "user_data" / "moved.txt"))
+    run("rm", str(purpose / "doc0.jsonl"))
+    run("mv", str(purpose / "doc1.jsonl"), str(mounted / "user_data" / "moved.txt"))
 
     survived = faults_survived(control)
     control.clear_faults()
     files = {(f["purpose"], f["filename"]): f for f in live_files(control)}
-    expected = {("assistants", name) for name in small if name not in ("doc0.txt", "doc1.txt")}
-    expected |= {("assistants", "new.txt"), ("vision", "big.bin"), ("user_data", "moved.txt")}
+    expected = {("batch", name) for name in small if name not in ("doc0.jsonl", "doc1.jsonl")}
+    expected |= {("batch", "new.jsonl"), ("vision", "big.bin"), ("user_data", "moved.txt")}
     assert set(files) == expected                       # nothing lost, nothing duplicated
     assert len(live_files(control)) == len(expected)
-    assert content_of(emulator.base_url, files[("user_data", "moved.txt")]["id"]) == \
-        small["doc1.txt"]
-    assert hashlib.sha256(content_of(emulator.base_url, files[("vision", "big.bin")]["id"])) \
+    assert emulator.control.stored_content(files[("user_data", "moved.txt")]["id"]) == \
+        small["doc1.jsonl"]
+    assert hashlib.sha256(emulator.control.stored_content(files[("vision", "big.bin")]["id"])) \
         .digest() == hashlib.sha256(big).digest()
-    assert seeded["doc0.txt"]["id"] not in {f["id"] for f in live_files(control)}
+    assert seeded["doc0.jsonl"]["id"] not in {f["id"] for f in live_files(control)}
     assert [u["status"] for u in control.state()["uploads"]] == ["completed"]
     assert survived >= 10, survived
     print(f"faults injected and survived: {survived}")
@@ -105,7 +97,7 @@ def test_a_completion_that_failed_after_committing_leaves_no_duplicate(mount, em
     run("cp", str(tmp_path / "big.bin"), str(mounted / "assistants" / "big.bin"))
     files = live_files(control)
     assert [f["filename"] for f in files] == ["big.bin"]
-    assert content_of(emulator.base_url, files[0]["id"]) == data
+    assert emulator.control.stored_content(files[0]["id"]) == data
     assert [u["status"] for u in control.state()["uploads"]] == ["completed"]
 
 
@@ -123,19 +115,19 @@ def test_a_download_dropped_midway_resumes_and_a_persistent_drop_is_eio(mount, e
                                                                         seed):
     control = emulator.control
     data = payload(6 * MiB, seed=3)
-    made = seed("big.bin", "assistants", data)
+    made = seed("big.bin", "vision", data)
     control.add_fault("truncate", path="/content$", after_bytes=1_000_000, count=1)
     mounted = mount("--retries", "2")
-    assert (mounted / "assistants" / "big.bin").read_bytes() == data
+    assert (mounted / "vision" / "big.bin").read_bytes() == data
     ranges = [r["range"] for r in control.requests() if r["path"].endswith("/content")]
     assert ranges[0] is None and ranges[1] is not None and ranges[1].startswith("bytes=")
-    other = seed("other.bin", "assistants", b"z" * 200_000)
+    other = seed("other.bin", "vision", b"z" * 200_000)
     control.add_fault("truncate", path=f"/files/{other['id']}/content", after_bytes=1000)
     mounted.expect_log(rf"ERROR openai_fs.fuse.operations: read: GET /files/{other['id']}/content")
     result = subprocess.run(["cat", str(mounted / ".by-id" / other["id"])],
                             capture_output=True, timeout=120)
     assert result.returncode != 0 and b"Input/output error" in result.stderr
-    assert os.listdir(mounted / "assistants")       # the mount is still fine
+    assert os.listdir(mounted / "vision")       # the mount is still fine
     assert made["id"]
 
 
@@ -156,8 +148,7 @@ def test_an_upload_whose_connection_drops_fails_close_and_leaves_nothing(mount, 
 @pytest.fixture
 def own_emulator(tmp_path):
     """An emulator this test may stop and start again (same port, same data)."""
-    # TODO(issue 16): the real-service default once the mount copes
-    server = EmulatorProcess(tmp_path / "own-emulator", permissive=True)
+    server = EmulatorProcess(tmp_path / "own-emulator")
     server.start()
     yield server
     server.stop()
@@ -165,8 +156,8 @@ def own_emulator(tmp_path):
 
 def test_a_stopped_server_gives_eio_in_bounded_time_and_the_mount_recovers(
         own_emulator, tmp_path):
-    own_emulator.control.seed_file("before.txt", "assistants", b"seen before the outage")
-    uncached = own_emulator.control.seed_file("later.txt", "assistants", b"read after")
+    own_emulator.control.seed_file("before.txt", "vision", b"seen before the outage")
+    uncached = own_emulator.control.seed_file("later.txt", "vision", b"read after")
     mnt = tmp_path / "mnt"
     mnt.mkdir()
     log = tmp_path / "mount.log"
@@ -176,25 +167,25 @@ def test_a_stopped_server_gives_eio_in_bounded_time_and_the_mount_recovers(
                                 "--retries", "2", "--timeout", "5"], env=env)
     try:
         wait_for(lambda: os.path.ismount(mnt))
-        assert (mnt / "assistants" / "before.txt").read_bytes() == b"seen before the outage"
+        assert (mnt / "vision" / "before.txt").read_bytes() == b"seen before the outage"
         (tmp_path / "new.txt").write_bytes(b"written during the outage")
         own_emulator.stop()
         # a read that needs the server fails, and does not hang (the timeout bounds it)
-        result = subprocess.run(["cat", str(mnt / "assistants" / "later.txt")],
+        result = subprocess.run(["cat", str(mnt / "vision" / "later.txt")],
                                 capture_output=True, text=True, timeout=90)
         assert result.returncode != 0 and "Input/output error" in result.stderr
         # what was read before is still there
-        assert (mnt / "assistants" / "before.txt").read_bytes() == b"seen before the outage"
+        assert (mnt / "vision" / "before.txt").read_bytes() == b"seen before the outage"
         # an upload fails at close, and its bytes are kept
-        result = subprocess.run(["cp", str(tmp_path / "new.txt"), str(mnt / "assistants")],
+        result = subprocess.run(["cp", str(tmp_path / "new.txt"), str(mnt / "vision")],
                                 capture_output=True, text=True, timeout=90)
         assert result.returncode != 0
         kept = list((tmp_path / "c" / "unsent").iterdir())
         assert [p.read_bytes() for p in kept] == [b"written during the outage"]
         # the server comes back: the mount recovers by itself
         own_emulator.start()
-        assert (mnt / "assistants" / "later.txt").read_bytes() == b"read after"
-        run("cp", str(tmp_path / "new.txt"), str(mnt / "assistants"))
+        assert (mnt / "vision" / "later.txt").read_bytes() == b"read after"
+        run("cp", str(tmp_path / "new.txt"), str(mnt / "vision"))
         names = sorted(f["filename"] for f in live_files(own_emulator.control))
         assert names == ["before.txt", "later.txt", "new.txt"]
         assert uncached["id"]
@@ -207,14 +198,14 @@ def test_a_stopped_server_gives_eio_in_bounded_time_and_the_mount_recovers(
 
 def test_a_slow_download_does_not_block_other_operations(mount, emulator, seed):
     control = emulator.control
-    slow = seed("slow.bin", "assistants", b"s" * 100_000)
+    slow = seed("slow.bin", "vision", b"s" * 100_000)
     seed("quick.txt", "batch_output", b"quick")
     control.add_fault("latency", path=f"/files/{slow['id']}/content", seconds=4)
     mounted = mount()
     done = threading.Event()
 
     def slow_reader() -> None:
-        (mounted / "assistants" / "slow.bin").read_bytes()
+        (mounted / "vision" / "slow.bin").read_bytes()
         done.set()
 
     reader = threading.Thread(target=slow_reader)
@@ -224,7 +215,7 @@ def test_a_slow_download_does_not_block_other_operations(mount, emulator, seed):
     # while it waits: listings, stats, xattrs and other reads of the mount all answer
     assert os.listdir(mounted / "batch_output") == ["quick.txt"]
     assert (mounted / "batch_output" / "quick.txt").read_bytes() == b"quick"
-    assert os.getxattr(mounted / "assistants" / "slow.bin", "user.openai.id").decode() == \
+    assert os.getxattr(mounted / "vision" / "slow.bin", "user.openai.id").decode() == \
         slow["id"]
     assert not done.is_set()                # all of that happened while the download waited
     reader.join(timeout=60)

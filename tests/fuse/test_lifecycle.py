@@ -70,7 +70,7 @@ def test_a_world_readable_key_file_is_refused(emulator, tmp_path):
 
 def test_the_daemon_returns_once_the_mount_is_live_and_unmount_stops_it(emulator, seed,
                                                                        tmp_path):
-    seed("daemon.txt", "assistants", b"served by a daemon")
+    seed("daemon.txt", "vision", b"served by a daemon")
     mnt = tmp_path / "mnt"
     mnt.mkdir()
     env = {"OPENAI_API_KEY": KEY, "OPENAI_BASE_URL": emulator.base_url}
@@ -79,7 +79,7 @@ def test_the_daemon_returns_once_the_mount_is_live_and_unmount_stops_it(emulator
     try:
         assert result.returncode == 0, result.stderr
         assert os.path.ismount(mnt)          # live the moment the command returned
-        assert (mnt / "assistants" / "daemon.txt").read_bytes() == b"served by a daemon"
+        assert (mnt / "vision" / "daemon.txt").read_bytes() == b"served by a daemon"
         status = run(sys.executable, "-m", "openai_fs", "status", str(mnt)).stdout
         assert "Uploads in flight: none" in status and emulator.base_url in status
         pid = int(run(sys.executable, "-m", "openai_fs", "status", "--json", str(mnt))
@@ -106,17 +106,17 @@ def test_sigterm_in_the_foreground_unmounts_cleanly(mount):
 
 
 def test_read_only_refuses_every_change(mount, seed):
-    seed("keep.txt", "assistants", b"keep")
+    seed("keep.txt", "vision", b"keep")
     mounted = mount("--read-only")
-    assert stat_mode(mounted / "assistants") == 0o555
-    for attempt in (lambda: (mounted / "assistants" / "new.txt").write_bytes(b"x"),
-                    lambda: os.unlink(mounted / "assistants" / "keep.txt"),
-                    lambda: os.rename(mounted / "assistants" / "keep.txt",
-                                      mounted / "assistants" / "moved.txt")):
+    assert stat_mode(mounted / "vision") == 0o555
+    for attempt in (lambda: (mounted / "vision" / "new.txt").write_bytes(b"x"),
+                    lambda: os.unlink(mounted / "vision" / "keep.txt"),
+                    lambda: os.rename(mounted / "vision" / "keep.txt",
+                                      mounted / "vision" / "moved.txt")):
         with pytest.raises(OSError) as caught:
             attempt()
         assert caught.value.errno == errno.EROFS
-    assert (mounted / "assistants" / "keep.txt").read_bytes() == b"keep"
+    assert (mounted / "vision" / "keep.txt").read_bytes() == b"keep"
 
 
 def test_dash_o_options_work_like_flags(mount, seed):
@@ -162,7 +162,7 @@ def stat_mode(path) -> int:
 def test_mount_t_fuse_openai_fs_works_as_fstab_would_use_it(emulator, seed, tmp_path):
     """mount(8) runs `openai-fs SOURCE MOUNTPOINT -o rw,...,dev,suid` for a line of type
     fuse.openai-fs; it must find openai-fs on its PATH, so a link is put there for the test."""
-    seed("fstab.txt", "assistants", b"mounted by mount(8)")
+    seed("fstab.txt", "vision", b"mounted by mount(8)")
     key_file = tmp_path / "key"
     key_file.write_text(KEY)
     key_file.chmod(0o600)
@@ -180,7 +180,7 @@ def test_mount_t_fuse_openai_fs_works_as_fstab_would_use_it(emulator, seed, tmp_
             capture_output=True, text=True, timeout=60,
             env={**os.environ, "OPENAI_BASE_URL": emulator.base_url})
         assert result.returncode == 0, result.stderr
-        assert (mnt / "assistants" / "fstab.txt").read_bytes() == b"mounted by mount(8)"
+        assert (mnt / "vision" / "fstab.txt").read_bytes() == b"mounted by mount(8)"
         stopped = openai_fs("unmount", str(mnt))
         assert stopped.returncode == 0, stopped.stderr
     finally:

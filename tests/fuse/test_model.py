@@ -53,13 +53,13 @@ import errno
 import itertools
 import os
 import random
+import stat
 import shutil
 import tempfile
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import httpx
 import pytest
 from hypothesis import HealthCheck, event, note, settings
 from hypothesis import strategies as st
@@ -76,6 +76,11 @@ from fusetools import delete_on_server, upload_on_server
 
 WRITABLE = ("assistants", "batch", "evals", "fine-tune", "user_data", "vision")
 JSONL_ONLY = ("batch", "fine-tune")
+#: purposes whose content the server refuses, as the real service does (the emulator's
+#: default); the mount is told so up front, so that what it refuses does not depend on
+#: which file was read first (learning it is tested in test_real_service.py)
+REFUSED = ("assistants", "evals", "fine-tune", "user_data")
+MOVE_REFUSAL = r"rename: cannot move .*: the API cannot rename a file"
 #: server filenames: few stems so that names collide; ``.jsonl`` (any case) fits every purpose,
 #: the others are refused by batch and fine-tune; ``/`` and a literal ``／`` exercise the name
 #: rule. None has ``(`` so the model's id-bearing names cannot clash with a real name, and
@@ -127,6 +132,14 @@ class ModelFile:
     #: order of creation: choices follow it, never the ids (random, so the same choices would
     #: pick other files in a replay and Hypothesis could not shrink)
     seq: int = 0
+    #: uploaded through the mount, which keeps its bytes (its disk cache holds every file here)
+    held: bool = False
+
+    @property
+    def readable(self) -> bool:
+        """Whether the mount can read it: the server serves its purpose's content, or the
+        mount holds the bytes (docs/SEMANTICS.md section 5a)."""
+        return self.held or self.purpose not in REFUSED
 
 
 @dataclass(eq=False)
@@ -189,6 +202,8 @@ class Shown:
     content: bytes
     spool: Spool | None
     seq: int
+    #: its bytes can be read (a file being written always can)
+    readable: bool = True
 
 
 def shown_names(entries: list[Shown]) -> dict[str, Shown]:
@@ -257,7 +272,8 @@ class MountModel(RuleBasedStateMachine):
         self.tmp = Path(tempfile.mkdtemp(prefix="openai-fs-model-"))
         self.mounter = self.mounter_class(self.tmp, self.emulator)
         try:
-            self.mounted = self.mounter("--dir-ttl", "0")
+            self.mounted = self.mounter("--dir-ttl", "0", "--not-downloadable",
+                                        ",".join(REFUSED))
         except BaseException:
             self._cleanup()
             raise
@@ -274,7 +290,7 @@ class MountModel(RuleBasedStateMachine):
     def entries(self, purpose: str) -> list[Shown]:
         spooled = {s.id for s in self.live_spools() if s.id is not None}
         hidden = self.hidden()
-        found = [Shown(f.purpose, f.id, f.filename, f.content, None, f.seq)
+        found = [Shown(f.purpose, f.id, f.filename, f.content, None, f.seq, f.readable)
                  for f in self.files.values()
                  if f.purpose == purpose and f.id not in spooled and f.id not in hidden]
         found += [Shown(s.purpose, s.id, s.filename, bytes(s.data), s, s.seq)
@@ -309,9 +325,11 @@ class MountModel(RuleBasedStateMachine):
         note(f"-> {purpose}/{found[0]} is {file_id}")
         return file_id
 
-    def add(self, file_id: str, purpose: str, filename: str, content: bytes) -> None:
+    def add(self, file_id: str, purpose: str, filename: str, content: bytes, *,
+            held: bool = False) -> None:
         assert file_id not in self.files, f"{file_id} is known already"
-        self.files[file_id] = ModelFile(file_id, purpose, filename, content, next(self.seq))
+        self.files[file_id] = ModelFile(file_id, purpose, filename, content, next(self.seq),
+                                        held)
 
     def deleted(self, file_id: str | None, *, by_mount: bool) -> None:
         """A server file went away; readers of it may now get ENOENT unless the mount
@@ -417,7 +435,7 @@ class MountModel(RuleBasedStateMachine):
             for superseded in spool.supersedes:
                 self.deleted(superseded, by_mount=False)
             spool.supersedes = []
-            self.add(file_id, spool.purpose, spool.filename, bytes(spool.data))
+            self.add(file_id, spool.purpose, spool.filename, bytes(spool.data), held=True)
             spool.id = file_id
             spool.dirty = False
         self.release(spool)
@@ -474,6 +492,8 @@ class MountModel(RuleBasedStateMachine):
     def append(self, data, extra):
         self.step("append")
         path, entry = self.pick(data)
+        if self.refused(entry, path, os.O_WRONLY | os.O_APPEND):
+            return
         writer = self.open_for_writing(path, entry, os.O_WRONLY | os.O_APPEND)
         self.write(writer, extra)
         if not extra:
@@ -494,7 +514,18 @@ class MountModel(RuleBasedStateMachine):
         self.step("open_writer")
         path, entry = self.pick(data)
         flags = os.O_WRONLY | {"O_TRUNC": os.O_TRUNC, "in place": 0, "O_APPEND": os.O_APPEND}[how]
+        if not flags & os.O_TRUNC and self.refused(entry, path, flags):
+            return
         self.hold(self.open_for_writing(path, entry, flags), path)
+
+    @staticmethod
+    def refused(entry: Shown, path: Path, flags: int) -> bool:
+        """An open that needs bytes the mount cannot read: EACCES (section 5a)."""
+        if entry.readable:
+            return False
+        case("open: EACCES, content the server keeps")
+        expect_errno(errno.EACCES, os.open, path, flags)
+        return True
 
     def hold(self, writer: Writer, path: Path) -> None:
         label = self.new_label("w", path)
@@ -525,6 +556,8 @@ class MountModel(RuleBasedStateMachine):
     def open_reader(self, data):
         self.step("open_reader")
         path, entry = self.pick(data)
+        if self.refused(entry, path, os.O_RDONLY):
+            return
         fd = os.open(path, os.O_RDONLY)
         if entry.spool is not None:
             entry.spool.handles += 1
@@ -593,6 +626,8 @@ class MountModel(RuleBasedStateMachine):
         path, entry = self.pick(data)
         if by_id and entry.id is not None:
             path = self.root / ".by-id" / entry.id
+        if self.refused(entry, path, os.O_RDONLY):
+            return
         fd = os.open(path, os.O_RDONLY)
         try:
             got = os.pread(fd, size, offset)
@@ -663,6 +698,12 @@ class MountModel(RuleBasedStateMachine):
             return
         replaced = self.expected(purpose).get(target.name)
         spool = entry.spool
+        if not entry.readable:
+            # a move uploads the bytes again, and the mount cannot read them: nothing changes
+            case("rename: EACCES, content the server keeps")
+            self.mounted.expect_log(MOVE_REFUSAL)
+            expect_errno(errno.EACCES, os.rename, source, target)
+            return
         if replaced is not None and replaced.id is not None and replaced.id not in self.files:
             case("rename: over a file deleted elsewhere")
         case("rename: replaces a file" if replaced else "rename: to a free name")
@@ -696,7 +737,7 @@ class MountModel(RuleBasedStateMachine):
         if replaced is not None:
             self.remove(replaced)
         new_id = self.id_of_inode(purpose, inode)
-        self.add(new_id, purpose, filename, entry.content)
+        self.add(new_id, purpose, filename, entry.content, held=True)
         self.deleted(entry.id, by_mount=True)
         if spool is not None:
             spool.id, spool.purpose, spool.filename = new_id, purpose, filename
@@ -761,7 +802,11 @@ class MountModel(RuleBasedStateMachine):
                     assert os.getxattr(path, "user.openai.id").decode() == entry.id, path
                     seen = self.inodes.setdefault(entry.id, info.st_ino)
                     assert info.st_ino == seen, f"{path}: the inode of {entry.id} changed"
-                assert read_all(path) == entry.content, path
+                if entry.readable:
+                    assert read_all(path) == entry.content, path
+                else:
+                    assert stat.S_IMODE(info.st_mode) == 0o200, path
+                    expect_errno(errno.EACCES, read_all, path)
         for label, reader in self.readers.items():
             self.check_reader(label, reader)
         self.check_server()
@@ -772,10 +817,8 @@ class MountModel(RuleBasedStateMachine):
         model = {f.id: (f.purpose, f.filename, len(f.content)) for f in self.files.values()}
         assert live == model, "files on the server"
         for file_id in set(self.files) - self.verified:
-            response = httpx.get(f"{self.emulator.base_url}/files/{file_id}/content",
-                                 headers={"Authorization": "Bearer checker"}, timeout=60)
-            response.raise_for_status()
-            assert response.content == self.files[file_id].content, f"server bytes of {file_id}"
+            assert self.emulator.control.stored_content(file_id) == \
+                self.files[file_id].content, f"server bytes of {file_id}"
             self.verified.add(file_id)
 
     # --------------------------------------------------------------- teardown

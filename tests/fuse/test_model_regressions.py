@@ -105,10 +105,10 @@ def test_mv_onto_a_name_whose_file_was_deleted_elsewhere(mount, emulator):
     # mv b.txt a.txt uploads b's bytes as a.txt, then fails with ENOENT because deleting the
     # replaced a.txt answers 404. The copy stayed on the server next to b.txt. The replaced
     # file being gone already is what the move wanted: it must succeed (fixed in 61bd07e).
-    upload_on_server(emulator, "b.txt", "assistants", b"bbbb")
-    a = upload_on_server(emulator, "a.txt", "assistants", b"aaa")
+    upload_on_server(emulator, "b.txt", "vision", b"bbbb")
+    a = upload_on_server(emulator, "a.txt", "vision", b"aaa")
     mounted = mount()
-    directory = mounted / "assistants"
+    directory = mounted / "vision"
     assert sorted(os.listdir(directory)) == ["a.txt", "b.txt"]
     delete_on_server(emulator, a["id"])
     os.rename(directory / "b.txt", directory / "a.txt")
@@ -125,10 +125,10 @@ def test_a_file_replaced_twice_by_renames_is_deleted(mount, emulator):
     # hidden from the mount (for the 5 minutes it trusts its own delete), then both show as
     # "a (id).txt". Any filesystem leaves one a.txt here, with b's bytes. Fixed by handing
     # the replaced file's pending deletes on to the file that replaces it (uploads.py, move).
-    upload_on_server(emulator, "a.txt", "assistants", b"old a")
-    upload_on_server(emulator, "b.txt", "assistants", b"bbbb")
+    upload_on_server(emulator, "a.txt", "vision", b"old a")
+    upload_on_server(emulator, "b.txt", "vision", b"bbbb")
     mounted = mount("--dir-ttl", "0")
-    directory = mounted / "assistants"
+    directory = mounted / "vision"
     fd = os.open(directory / "new.txt", os.O_WRONLY | os.O_CREAT | os.O_EXCL)
     try:
         os.write(fd, b"new")

@@ -25,10 +25,10 @@ def payload(size: int, seed: int = 1) -> bytes:
 def test_cat_reads_the_exact_bytes_with_one_request_and_a_reread_with_none(
         mount, seed, emulator, ignore_range):
     data = payload(3 * MiB + 12345)
-    made = seed("blob.bin", "assistants", data)
+    made = seed("blob.bin", "vision", data)
     emulator.control.set_config(ignore_range=ignore_range)
     mounted = mount()
-    path = mounted / "assistants" / "blob.bin"
+    path = mounted / "vision" / "blob.bin"
     assert hashlib.sha256(path.read_bytes()).digest() == hashlib.sha256(data).digest()
     assert len(content_requests(emulator.control, made["id"])) == 1
     emulator.control.clear_requests()
@@ -42,10 +42,10 @@ def test_cat_reads_the_exact_bytes_with_one_request_and_a_reread_with_none(
 def test_a_large_file_is_read_through_a_ring_and_cached_whole(mount, seed, emulator, tmp_path):
     # over 16 MiB: the download passes through memory and is written with O_DIRECT
     data = payload(40 * MiB + 4321, seed=3)
-    made = seed("large.bin", "assistants", data)
+    made = seed("large.bin", "vision", data)
     cache = tmp_path / "ring-cache"
     mounted = mount(cache_dir=cache)
-    digest = run("sha256sum", str(mounted / "assistants" / "large.bin")).stdout.split()[0]
+    digest = run("sha256sum", str(mounted / "vision" / "large.bin")).stdout.split()[0]
     assert digest == hashlib.sha256(data).hexdigest()
     assert len(content_requests(emulator.control, made["id"])) == 1
     # the reader may finish before the last disk write does
@@ -64,7 +64,7 @@ def test_a_large_file_is_read_through_a_ring_and_cached_whole(mount, seed, emula
 ], ids=["default", "2M", "kernel's"])
 def test_the_kernel_reads_ahead_by_the_window_asked_for(mount, seed, args, window_kib):
     data = payload(3 * MiB, seed=5)
-    seed("ahead.bin", "assistants", data)
+    seed("ahead.bin", "vision", data)
     mounted = mount(*args)
     device = os.stat(mounted.path).st_dev
     knob = f"/sys/class/bdi/{os.major(device)}:{os.minor(device)}/read_ahead_kb"
@@ -78,7 +78,7 @@ def test_the_kernel_reads_ahead_by_the_window_asked_for(mount, seed, args, windo
     shown = run(sys.executable, "-m", "openai_fs", "status", str(mounted.path)).stdout
     assert f"Kernel read-ahead: {in_force / 1024:.1f} MiB" in shown \
         or f"Kernel read-ahead: {in_force:.1f} KiB" in shown
-    assert (mounted / "assistants" / "ahead.bin").read_bytes() == data
+    assert (mounted / "vision" / "ahead.bin").read_bytes() == data
 
 
 def test_status_shows_a_download_while_it_runs(mount, seed, emulator):
@@ -101,14 +101,14 @@ def test_status_shows_a_download_while_it_runs(mount, seed, emulator):
 
 def test_a_later_mount_reuses_the_disk_cache(mount, seed, emulator, tmp_path):
     data = payload(2 * MiB)
-    made = seed("keep.bin", "user_data", data)
+    made = seed("keep.bin", "vision", data)
     cache = tmp_path / "shared-cache"
     first = mount(cache_dir=cache)
-    assert (first / "user_data" / "keep.bin").read_bytes() == data
+    assert (first / "vision" / "keep.bin").read_bytes() == data
     assert first.unmount() == 0
     emulator.control.clear_requests()
     second = mount(cache_dir=cache)
-    assert (second / "user_data" / "keep.bin").read_bytes() == data
+    assert (second / "vision" / "keep.bin").read_bytes() == data
     assert content_requests(emulator.control, made["id"]) == []
 
 
@@ -139,9 +139,10 @@ def test_concurrent_readers_of_one_file_share_one_download(mount, seed, emulator
 def test_random_reads_of_a_large_file_use_range_when_the_server_honours_it(
         mount, seed, emulator):
     data = payload(64 * MiB, seed=3)
-    made = seed("huge.bin", "assistants", data)
+    made = seed("huge.bin", "vision", data)
+    emulator.control.set_config(honour_range=True)
     mounted = mount()
-    fd = os.open(mounted / "assistants" / "huge.bin", os.O_RDONLY)
+    fd = os.open(mounted / "vision" / "huge.bin", os.O_RDONLY)
     try:
         for offset in (40 * MiB + 17, 10 * MiB, 63 * MiB):
             assert os.pread(fd, 4096, offset) == data[offset:offset + 4096]
@@ -155,10 +156,10 @@ def test_random_reads_of_a_large_file_use_range_when_the_server_honours_it(
 
 def test_random_reads_without_range_support_use_one_download_to_disk(mount, seed, emulator):
     data = payload(40 * MiB, seed=4)
-    made = seed("huge.bin", "assistants", data)
+    made = seed("huge.bin", "vision", data)
     emulator.control.set_config(ignore_range=True)
     mounted = mount()
-    fd = os.open(mounted / "assistants" / "huge.bin", os.O_RDONLY)
+    fd = os.open(mounted / "vision" / "huge.bin", os.O_RDONLY)
     try:
         for offset in (30 * MiB + 5, 1 * MiB, 39 * MiB, 20 * MiB):
             assert os.pread(fd, 8192, offset) == data[offset:offset + 8192]
@@ -175,10 +176,11 @@ def test_random_reads_without_range_support_use_one_download_to_disk(mount, seed
 
 def test_memory_stays_bounded_when_the_disk_cache_is_off(mount, seed, emulator):
     data = payload(48 * MiB, seed=5)
-    made = seed("stream.bin", "assistants", data)
+    made = seed("stream.bin", "vision", data)
+    emulator.control.set_config(honour_range=True)     # blocks through memory need Range
     mounted = mount("--disk-cache-size", "0", "--cache-size", "8M")
     digest = hashlib.sha256()
-    with open(mounted / "assistants" / "stream.bin", "rb") as handle:
+    with open(mounted / "vision" / "stream.bin", "rb") as handle:
         while chunk := handle.read(1 << 20):
             digest.update(chunk)
     assert digest.digest() == hashlib.sha256(data).digest()
@@ -191,21 +193,21 @@ def test_memory_stays_bounded_when_the_disk_cache_is_off(mount, seed, emulator):
 
 
 def test_cp_out_and_empty_files(mount, seed, tmp_path):
-    seed("empty.txt", "evals", b"")
-    seed("notes.md", "evals", b"# notes\n")
+    seed("empty.txt", "vision", b"")
+    seed("notes.md", "vision", b"# notes\n")
     mounted = mount()
-    run("cp", str(mounted / "evals" / "notes.md"), str(tmp_path / "notes.md"))
+    run("cp", str(mounted / "vision" / "notes.md"), str(tmp_path / "notes.md"))
     assert (tmp_path / "notes.md").read_bytes() == b"# notes\n"
-    assert (mounted / "evals" / "empty.txt").read_bytes() == b""
+    assert (mounted / "vision" / "empty.txt").read_bytes() == b""
 
 
 def test_a_server_error_on_content_is_eio_with_one_log_line(mount, seed, emulator):
-    made = seed("broken.bin", "assistants", b"unreachable")
+    made = seed("broken.bin", "vision", b"unreachable")
     emulator.control.add_fault("status", path=f"/files/{made['id']}/content", status=500)
     mounted = mount("--retries", "1")
     mounted.expect_log(r"ERROR .*500 from GET /files/.*/content.*request_id=req_")
     with pytest.raises(OSError) as caught:
-        (mounted / "assistants" / "broken.bin").read_bytes()
+        (mounted / "vision" / "broken.bin").read_bytes()
     assert caught.value.errno == errno.EIO
     # each failed request is logged exactly once, with its request id (the kernel may retry
     # a failed read itself, which is a request of its own)
@@ -216,9 +218,9 @@ def test_a_server_error_on_content_is_eio_with_one_log_line(mount, seed, emulato
 
 
 def test_a_file_deleted_after_listing_reads_as_enoent_not_a_hang(mount, seed, emulator):
-    made = seed("vanishing.txt", "assistants", b"bye")
+    made = seed("vanishing.txt", "vision", b"bye")
     mounted = mount()
-    path = mounted / "assistants" / "vanishing.txt"
+    path = mounted / "vision" / "vanishing.txt"
     assert path.exists()
     delete_on_server(emulator, made["id"])
     with pytest.raises(FileNotFoundError):

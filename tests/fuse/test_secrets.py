@@ -28,10 +28,10 @@ def test_the_key_is_in_no_argv_log_status_or_cache_file(mount, seed, emulator, t
     errors whose message echoes the key (as the real API echoes part of a wrong one). The key
     must then be nowhere: argv, the mount's environment, the log, the mount's own output,
     `openai-fs status`, the status JSON, or any byte of any file under the cache folder."""
-    small = seed("notes.txt", "assistants", b"hello")
+    small = seed("notes.txt", "vision", b"hello")
     seed("big.bin", "vision", os.urandom(3 * MiB))
-    denied = seed("denied.txt", "assistants", b"no")
-    broken = seed("broken.txt", "assistants", b"no")
+    denied = seed("denied.txt", "vision", b"no")
+    broken = seed("broken.txt", "vision", b"no")
     echo = f"the key {key} is not allowed here"
     emulator.control.add_fault("status", status=401, message=echo,
                                path=f"/files/{denied['id']}/content")
@@ -45,13 +45,13 @@ def test_the_key_is_in_no_argv_log_status_or_cache_file(mount, seed, emulator, t
     source.write_bytes(b"uploaded through the mount")
 
     run("ls", "-laR", str(mounted.path))
-    assert (mounted / "assistants" / "notes.txt").read_bytes() == b"hello"
+    assert (mounted / "vision" / "notes.txt").read_bytes() == b"hello"
     assert len((mounted / "vision" / "big.bin").read_bytes()) == 3 * MiB
     assert (mounted / ".by-id" / small["id"]).read_bytes() == b"hello"
     run("cp", str(source), str(mounted / "user_data" / "upload.txt"))
     for name, code in (("denied.txt", errno.EACCES), ("broken.txt", errno.EIO)):
         with pytest.raises(OSError) as caught:
-            (mounted / "assistants" / name).read_bytes()
+            (mounted / "vision" / name).read_bytes()
         assert caught.value.errno == code
     failed = run("cp", str(source), str(mounted / "user_data" / "fails.txt"), check=False)
     assert failed.returncode != 0
@@ -97,8 +97,7 @@ KEY_FILE_KEY = "sk-from-the-key-file-31337"
 @pytest.fixture
 def locked(tmp_path):
     """An emulator of our own that accepts only KEY_FILE_KEY."""
-    # TODO(issue 16): the real-service default once the mount copes
-    with EmulatorProcess(tmp_path / "locked", api_key=KEY_FILE_KEY, permissive=True) as server:
+    with EmulatorProcess(tmp_path / "locked", api_key=KEY_FILE_KEY) as server:
         yield server
 
 
@@ -120,15 +119,15 @@ def test_a_key_file_others_can_use_is_refused_with_the_fix(locked, tmp_path, mod
 
 @pytest.mark.parametrize("mode", [0o600, 0o400])
 def test_a_key_file_only_its_owner_can_read_works(mount, locked, tmp_path, mode):
-    locked.control.seed_file("through-the-file.txt", "assistants", b"the key file works")
+    locked.control.seed_file("through-the-file.txt", "vision", b"the key file works")
     key_file = tmp_path / "key"
     key_file.write_text(KEY_FILE_KEY + "\n")
     key_file.chmod(mode)
     mounted = mount("--api-key-file", str(key_file),
                     env={"OPENAI_API_KEY": None, "OPENAI_BASE_URL": locked.base_url})
-    assert (mounted / "assistants" / "through-the-file.txt").read_bytes() == \
+    assert (mounted / "vision" / "through-the-file.txt").read_bytes() == \
         b"the key file works"
-    (mounted / "assistants" / "new.txt").write_bytes(b"uploaded with the file's key")
+    (mounted / "vision" / "new.txt").write_bytes(b"uploaded with the file's key")
     assert {f["filename"] for f in live_files(locked)} == {"through-the-file.txt", "new.txt"}
 
 
@@ -144,20 +143,20 @@ def public_dir():
 
 def test_the_mount_is_private_to_its_user_unless_allow_other(public_dir, mount, seed,
                                                              emulator):
-    seed("shared.txt", "assistants", b"for everyone with --allow-other")
+    seed("shared.txt", "vision", b"for everyone with --allow-other")
     mount.tmp_path = public_dir             # mount points, caches and logs under public_dir
     private = mount()
     shared = mount("--allow-other")
-    assert (private / "assistants" / "shared.txt").read_bytes() == \
+    assert (private / "vision" / "shared.txt").read_bytes() == \
         b"for everyone with --allow-other"           # its own user: root
-    for command in (["ls", str(private.path)], ["cat", str(private / "assistants/shared.txt")],
-                    ["stat", str(private / "assistants")]):
+    for command in (["ls", str(private.path)], ["cat", str(private / "vision/shared.txt")],
+                    ["stat", str(private / "vision")]):
         refused = as_user(NOBODY, *command)
         assert refused.returncode != 0 and "Permission denied" in refused.stderr, \
             (command, refused.stdout, refused.stderr)
-    listed = as_user(NOBODY, "ls", str(shared / "assistants"))
+    listed = as_user(NOBODY, "ls", str(shared / "vision"))
     assert listed.returncode == 0 and listed.stdout.split() == ["shared.txt"], listed.stderr
-    read = as_user(NOBODY, "cat", str(shared / "assistants" / "shared.txt"))
+    read = as_user(NOBODY, "cat", str(shared / "vision" / "shared.txt"))
     assert read.returncode == 0 and read.stdout == "for everyone with --allow-other"
     # with default_permissions the mode bits apply: 0755 root's folders are not NOBODY's
     written = as_user(NOBODY, "sh", "-c", f"echo x > '{shared / 'assistants' / 'nobody.txt'}'")

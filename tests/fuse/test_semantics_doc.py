@@ -60,7 +60,7 @@ def test_example(where, seeds, block, mount, emulator):
         emulator.control.seed_file(name, purpose, content.encode())
     mounted = mount()
     # the examples show refusals on purpose: their log lines are expected
-    mounted.expect_log(r"refused|cannot be uploaded|made by the platform")
+    mounted.expect_log(r"refused|cannot be uploaded|made by the platform|does not hand out")
     for command, expected in steps(block):
         result = subprocess.run(["sh", "-c", command], cwd=mounted.path, capture_output=True,
                                 text=True, timeout=60,

@@ -42,6 +42,10 @@ OVERHEAD = 112 * MiB
 DEADLINE = 180
 
 PURPOSES = ("assistants", "user_data", "vision", "evals")
+#: where the files read by the load are seeded: purposes whose content the server hands out
+#: (the emulator refuses assistants, user_data and evals content, as the real service does;
+#: the files written by the load go to every purpose)
+SEEDED_PURPOSES = ("vision", "batch")
 SEEDED = 320
 LARGE = 6
 LARGE_SIZE = 24 * MiB
@@ -269,7 +273,7 @@ def test_32_readers_and_writers_at_once_over_hundreds_of_files(mount, emulator, 
         if key in ids_before and key not in overwritten:
             assert made["id"] == ids_before[key], f"{key} was uploaded again"
     assert [u for u in emulator.control.state()["uploads"] if u["status"] == "pending"] == []
-    for purpose in PURPOSES:        # and the mount shows the same
+    for purpose in set(PURPOSES) | set(SEEDED_PURPOSES):       # and the mount shows the same
         assert sorted(os.listdir(mounted / purpose)) == \
             sorted(name for p, name in names if p == purpose)
 
@@ -286,12 +290,13 @@ def test_32_readers_and_writers_at_once_over_hundreds_of_files(mount, emulator, 
 
 
 def seed_files(emulator) -> dict[tuple[str, str], tuple[str, int]]:
-    """SEEDED small and medium files over four purposes, and LARGE large ones in vision;
+    """SEEDED small and medium files over the seeded purposes, and LARGE large ones in vision;
     returns (purpose, name) -> (content tag, size)."""
     seeded = {}
     batch: list[dict] = []
     for n in range(SEEDED):
-        purpose, name, size = PURPOSES[n % len(PURPOSES)], f"seed-{n:03}.bin", seeded_size(n)
+        purpose, size = SEEDED_PURPOSES[n % len(SEEDED_PURPOSES)], seeded_size(n)
+        name = f"seed-{n:03}.jsonl"         # a name batch takes
         seeded[(purpose, name)] = (f"seed{n}", size)
         batch.append({"filename": name, "purpose": purpose,
                       "content": content(f"seed{n}", 0, size)})
@@ -331,7 +336,7 @@ def plan(root: Path, tmp_path: Path, seeded: dict, overwritten: dict, new_files:
             tasks.append((write_file, str(root / purpose / name), tag, size))
     for (purpose, name), tags in contended.items():
         tasks += [(write_once, str(root / purpose / name), tag) for tag in tags]
-    for purpose in PURPOSES:
+    for purpose in SEEDED_PURPOSES:
         stable = {name: size for (p, name), (_, size) in seeded.items()
                   if p == purpose and (p, name) not in overwritten}
         tasks += [(list_and_stat, str(root / purpose), stable)] * 8

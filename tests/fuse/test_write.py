@@ -30,11 +30,8 @@ def server_files(emulator, purpose: str | None = None) -> list[dict]:
 
 
 def server_content(emulator, file_id: str) -> bytes:
-    import httpx
-    response = httpx.get(f"{emulator.base_url}/files/{file_id}/content",
-                         headers={"Authorization": "Bearer checker"}, timeout=120)
-    response.raise_for_status()
-    return response.content
+    """What the server holds for a file, whatever its purpose."""
+    return emulator.control.stored_content(file_id)
 
 
 def only_file(emulator, purpose: str, filename: str) -> dict:
@@ -231,28 +228,28 @@ def test_rm_deletes_on_the_server_and_already_gone_is_enoent(mount, emulator, se
 
 
 def test_an_open_handle_still_reads_after_rm(mount, emulator, seed):
-    seed("open.txt", "assistants", b"still readable after rm")
+    seed("open.txt", "vision", b"still readable after rm")
     mounted = mount()
-    with open(mounted / "assistants" / "open.txt", "rb") as handle:
-        os.unlink(mounted / "assistants" / "open.txt")
-        assert server_files(emulator, "assistants") == []
+    with open(mounted / "vision" / "open.txt", "rb") as handle:
+        os.unlink(mounted / "vision" / "open.txt")
+        assert server_files(emulator, "vision") == []
         assert handle.read() == b"still readable after rm"
 
 
 def test_mv_within_and_across_purposes(mount, emulator, seed):
-    original = seed("draft.jsonl", "assistants", b'{"x": 1}\n')
+    original = seed("draft.jsonl", "vision", b'{"x": 1}\n')
     mounted = mount()
-    run("mv", str(mounted / "assistants" / "draft.jsonl"),
-        str(mounted / "assistants" / "final.jsonl"))
-    renamed = only_file(emulator, "assistants", "final.jsonl")
+    run("mv", str(mounted / "vision" / "draft.jsonl"),
+        str(mounted / "vision" / "final.jsonl"))
+    renamed = only_file(emulator, "vision", "final.jsonl")
     assert server_content(emulator, renamed["id"]) == b'{"x": 1}\n'
     assert original["id"] not in [f["id"] for f in server_files(emulator)]
-    run("mv", str(mounted / "assistants" / "final.jsonl"), str(mounted / "batch"))
+    run("mv", str(mounted / "vision" / "final.jsonl"), str(mounted / "batch"))
     moved = only_file(emulator, "batch", "final.jsonl")
     assert server_content(emulator, moved["id"]) == b'{"x": 1}\n'
-    assert server_files(emulator, "assistants") == []
+    assert server_files(emulator, "vision") == []
     assert sorted(os.listdir(mounted / "batch")) == ["final.jsonl"]
-    assert os.listdir(mounted / "assistants") == []
+    assert os.listdir(mounted / "vision") == []
 
 
 def test_mv_of_a_file_not_uploaded_yet_is_free(mount, emulator):
@@ -373,18 +370,18 @@ def test_renaming_a_new_file_over_an_old_one_deletes_the_old_one_only_after_uplo
 
 
 def test_a_failed_upload_after_renaming_over_a_file_keeps_the_old_file(mount, emulator, seed):
-    old = seed("config.json", "assistants", b"old config")
+    old = seed("config.json", "vision", b"old config")
     emulator.control.add_fault("status", method="POST", path="/v1/files$", status=400)
     mounted = mount()
-    mounted.expect_log(r"upload of assistants/config.json failed: 400")
-    handle = open(mounted / "assistants" / "config.json.new", "wb")
+    mounted.expect_log(r"upload of vision/config.json failed: 400")
+    handle = open(mounted / "vision" / "config.json.new", "wb")
     handle.write(b"new config")
-    os.rename(mounted / "assistants" / "config.json.new", mounted / "assistants" / "config.json")
+    os.rename(mounted / "vision" / "config.json.new", mounted / "vision" / "config.json")
     with pytest.raises(OSError):
         handle.close()
     assert [f["id"] for f in server_files(emulator)] == [old["id"]]
     emulator.control.clear_faults()
-    assert (mounted / "assistants" / "config.json").read_bytes() == b"old config"
+    assert (mounted / "vision" / "config.json").read_bytes() == b"old config"
 
 
 def test_refusals_name_the_rule(mount, emulator, tmp_path):
@@ -451,19 +448,19 @@ def test_an_upload_failing_midway_fails_close_and_leaves_nothing_on_the_server(
 
 def test_a_failed_replacement_keeps_the_old_file_under_the_name(mount, emulator, seed,
                                                                tmp_path):
-    old = seed("keep.txt", "assistants", b"old and good")
+    old = seed("keep.txt", "vision", b"old and good")
     emulator.control.add_fault("status", method="POST", path="/v1/files$", status=400)
     mounted = mount()
-    mounted.expect_log(r"upload of assistants/keep.txt failed: 400")
+    mounted.expect_log(r"upload of vision/keep.txt failed: 400")
     # a writer that checks close() (a shell ignores the close at its exit, on any filesystem)
-    handle = open(mounted / "assistants" / "keep.txt", "wb")
+    handle = open(mounted / "vision" / "keep.txt", "wb")
     handle.write(b"broken")
     with pytest.raises(OSError) as caught:
         handle.close()
     assert caught.value.errno == errno.EINVAL
     assert [f["id"] for f in server_files(emulator)] == [old["id"]]
     emulator.control.clear_faults()
-    assert (mounted / "assistants" / "keep.txt").read_bytes() == b"old and good"
+    assert (mounted / "vision" / "keep.txt").read_bytes() == b"old and good"
 
 
 def test_concurrent_writers_of_different_files(mount, emulator):
