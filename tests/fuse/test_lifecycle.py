@@ -52,8 +52,8 @@ def test_a_missing_key_or_unreachable_server_fails_clearly(tmp_path):
     assert len(result.stderr.strip().splitlines()) == 1
     result = openai_fs("mount", "-f", str(tmp_path / "mnt"), "--retries", "0",
                        env={"OPENAI_API_KEY": KEY, "OPENAI_BASE_URL": "http://127.0.0.1:9/v1"})
-    assert result.returncode != 0 and "cannot list files at http://127.0.0.1:9/v1" in \
-        result.stderr
+    assert result.returncode != 0 and "cannot connect to http://127.0.0.1:9/v1: connection " \
+        "refused" in result.stderr
     assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1
 
 
@@ -87,8 +87,7 @@ def test_the_daemon_returns_once_the_mount_is_live_and_unmount_stops_it(emulator
         stopped = openai_fs("unmount", str(mnt))
         assert stopped.returncode == 0, stopped.stderr
         assert not os.path.ismount(mnt)
-        with pytest.raises(ProcessLookupError):
-            os.kill(pid, 0)
+        assert ended(pid)
     finally:
         if os.path.ismount(mnt):
             subprocess.run(["fusermount3", "-u", "-z", str(mnt)])
@@ -153,6 +152,15 @@ def test_demo_mounts_sample_files_in_every_purpose(tmp_path):
     # the demo's emulator goes away with the mount
     wait_for(lambda: "openai-fs-demo-" not in run("ps", "axww", "-o", "args").stdout,
              timeout=10, message="the demo emulator to stop")
+
+
+def ended(pid: int) -> bool:
+    """The process has exited (gone, or a zombie that init has not reaped yet)."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rpartition(")")[2].split()[0] == "Z"
+    except FileNotFoundError:
+        return True
 
 
 def stat_mode(path) -> int:
