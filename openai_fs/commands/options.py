@@ -21,7 +21,12 @@ _IGNORED = {"rw", "dev", "nodev", "suid", "nosuid", "exec", "noexec", "auto", "n
 
 
 class OptionError(ValueError):
-    """A bad option value; its text is shown to the user as is."""
+    """A usage error (a bad option or value); its text is shown to the user as is, as
+    ``openai-fs: error: TEXT``. ``command`` is the command whose ``--help`` would help."""
+
+    def __init__(self, message: str, *, command: str | None = None) -> None:
+        super().__init__(message)
+        self.command = command
 
 
 def parse_size(text: str) -> int:
