@@ -297,10 +297,6 @@ class Namespace:
             self._usage = (now, used, files)
         return self._usage[1], self._usage[2]
 
-    def usage_counted(self) -> bool:
-        """Whether every file of the account was listed at least once (``refresh_all``)."""
-        return self._all_listed_at is not None
-
     def usage_stale(self, since: float | None) -> bool:
         """Whether a count started at ``since`` (trio clock) is too old for ``df``."""
         return since is None or \

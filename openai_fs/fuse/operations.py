@@ -113,6 +113,7 @@ class Operations(pyfuse3.Operations):
         self._usage_tried_at: float | None = None
         self._usage_counting = False
         self._usage_counted = trio.Event()
+        self._usage_waited = False
 
     def init(self) -> None:
         """pyfuse3 calls this while it answers the kernel's INIT; the answer is sent as soon as
@@ -405,7 +406,8 @@ class Operations(pyfuse3.Operations):
                 self._usage_tried_at = trio.current_time()
                 self._usage_counting = True
                 self._background.start_soon(self._count_usage)
-            if not namespace.usage_counted():
+            if not self._usage_waited:
+                self._usage_waited = True
                 with trio.move_on_after(FIRST_COUNT_WAIT):
                     await self._usage_counted.wait()
         used, files = namespace.usage()
