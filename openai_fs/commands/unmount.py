@@ -11,7 +11,7 @@ import sys
 import time
 from pathlib import Path
 
-from openai_fs.commands.status import StatusError, describe_transfer, read_status
+from openai_fs.commands.status import MountGone, StatusError, describe_transfer, read_status
 
 DESCRIPTION = """\
 Unmount MOUNTPOINT once the uploads in flight there have finished (their progress is shown
@@ -32,6 +32,16 @@ def run(args) -> int:
     mountpoint: Path = args.mountpoint
     try:
         status = read_status(mountpoint)
+    except MountGone:
+        # nothing can be pending in a dead process: only the kernel's mount is left
+        result = subprocess.run(["fusermount3", "-u", str(mountpoint)], capture_output=True,
+                                text=True)
+        if result.returncode != 0:
+            print(f"openai-fs unmount: {result.stderr.strip()}", file=sys.stderr)
+            return 1
+        print(f"openai-fs unmount: the mount process had died; {mountpoint} is unmounted",
+              file=sys.stderr)
+        return 0
     except StatusError as exc:
         print(f"openai-fs unmount: {exc}", file=sys.stderr)
         return 1
