@@ -7,7 +7,6 @@ import os
 import signal
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
@@ -165,38 +164,6 @@ def ended(pid: int) -> bool:
 
 def stat_mode(path) -> int:
     return os.stat(path).st_mode & 0o777
-
-
-def test_mount_t_fuse_openai_fs_works_as_fstab_would_use_it(emulator, seed, tmp_path):
-    """mount(8) runs `openai-fs SOURCE MOUNTPOINT -o rw,...,dev,suid` for a line of type
-    fuse.openai-fs; it must find openai-fs on its PATH, so a link is put there for the test."""
-    seed("fstab.txt", "assistants", b"mounted by mount(8)")
-    key_file = tmp_path / "key"
-    key_file.write_text(KEY)
-    key_file.chmod(0o600)
-    mnt = tmp_path / "mnt"
-    mnt.mkdir()
-    link = Path("/usr/local/bin/openai-fs")
-    made_link = not link.exists()
-    if made_link:
-        link.symlink_to(Path(sys.executable).parent / "openai-fs")
-    try:
-        result = subprocess.run(
-            ["mount", "-t", "fuse.openai-fs", "openai", str(mnt), "-o",
-             f"api_key_file={key_file},dir_ttl=5,cache_dir={tmp_path / 'c'},"
-             f"log_file={tmp_path / 'log'}"],
-            capture_output=True, text=True, timeout=60,
-            env={**os.environ, "OPENAI_BASE_URL": emulator.base_url})
-        assert result.returncode == 0, result.stderr
-        assert (mnt / "assistants" / "fstab.txt").read_bytes() == b"mounted by mount(8)"
-        stopped = openai_fs("unmount", str(mnt))
-        assert stopped.returncode == 0, stopped.stderr
-    finally:
-        if made_link:
-            link.unlink()
-        if os.path.ismount(mnt):
-            subprocess.run(["fusermount3", "-u", "-z", str(mnt)])
-    assert "Traceback" not in (tmp_path / "log").read_text()
 
 
 def test_the_mount_helper_form_with_demo(tmp_path):
