@@ -111,7 +111,7 @@ class Readiness:
             self._fd = None
 
     def _tell_systemd(self, message: str) -> None:
-        """sd_notify(3), for a unit of ``Type=notify`` (see the example unit in man/)."""
+        """sd_notify(3), for a unit of ``Type=notify`` (systemd/openai-fs@.service)."""
         if not self._notify:
             return
         address = "\0" + self._notify[1:] if self._notify.startswith("@") else self._notify

@@ -165,10 +165,14 @@ def describe_memory(cache: dict[str, Any]) -> list[str]:
     rings = int(cache.get("memory_rings_max", 0))
     lines = [f"Cache in memory: {_size(cache.get('memory_bytes', 0))} of "
              f"{_size(cache.get('memory_limit', 0))} (--cache-size)"]
-    lines.append(f"  {_size(cache.get('memory_blocks_bytes', 0))} in {blocks} "
-                 f"block{'s' if blocks != 1 else ''} of {files} file{'s' if files != 1 else ''}"
-                 " read in pieces (far into a large file, or with no room on disk), kept "
-                 "for the next reads")
+    if blocks:
+        lines.append(f"  {_size(cache.get('memory_blocks_bytes', 0))} in {blocks} "
+                     f"block{'s' if blocks != 1 else ''} of {files} "
+                     f"file{'s' if files != 1 else ''} read in pieces (far into a large file, "
+                     "or with no room on disk), kept for the next reads")
+    else:
+        lines.append("  no blocks (pieces of files read far into a large file, or with no "
+                     "room on disk, are kept here)")
     if rings:
         lines.append(f"  {_size(cache.get('memory_rings_bytes', 0))} in download rings, "
                      f"{cache.get('memory_rings_in_use', 0)} of {rings} in use (each "
