@@ -1,21 +1,44 @@
-"""Logging for the mount: one format, the key scrubbed from every line, recent problems kept.
+"""Logging for the mount: where it goes, one format, the key scrubbed from every line, recent
+problems kept.
 
-Library loggers that log per request (httpx, httpcore) stay at WARNING unless ``--debug``.
+Each mount has a log file of its own, named after its mount point, in the user's state folder
+(``~/.local/state/openai-fs/home-me-openai.log`` for ``/home/me/openai``), made ``0600`` in a
+``0700`` folder and rotated by size: it names files and the server's answers. ``-`` (and the
+default in the foreground) is standard error; when that is the systemd journal (a unit with
+``StandardError=journal``, the default), each line carries its priority for the journal
+instead of a timestamp. Library loggers that log per request (httpx, httpcore) stay at WARNING
+unless ``--debug``.
 """
 
 from __future__ import annotations
 
+import faulthandler
+import hashlib
 import logging
+import logging.handlers
+import os
 import re
+import signal
+import stat
 import sys
 import time
 from collections import deque
+from dataclasses import dataclass
 from pathlib import Path
 
 from openai_fs.api.secret import Secret, redact
+from openai_fs.commands.options import STDERR
 
 FORMAT = "%(asctime)s.%(msecs)03d %(levelname)s %(name)s: %(message)s"
 DATE_FORMAT = "%Y-%m-%d %H:%M:%S"
+#: a log file is rotated when it reaches this size, and this many rotated files are kept
+#: (``NAME.log.1`` the newest): at most 50M of log per mount
+ROTATE_BYTES = 10 * 1024 * 1024
+ROTATED_KEPT = 4
+#: a key shorter than this is no real API key (those are dozens of characters), and masking
+#: every occurrence of a few letters would mask ordinary words in the log; key-shaped text
+#: (``sk-...``) is masked whatever the key
+MIN_MASKED_KEY = 16
 
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
@@ -30,7 +53,8 @@ class RedactingFilter(logging.Filter):
 
     def __init__(self, secret: Secret | None) -> None:
         super().__init__()
-        self._secret = secret
+        long_enough = secret is not None and len(secret.reveal()) >= MIN_MASKED_KEY
+        self._secret = secret if long_enough else None
 
     def filter(self, record: logging.LogRecord) -> bool:
         # a filename may hold a newline or an escape sequence: shown escaped, it cannot forge
@@ -74,13 +98,145 @@ class RecentProblems(logging.Handler):
                              "level": record.levelname, "message": record.getMessage()})
 
 
-def setup(*, log_file: Path | None, debug: bool, secret: Secret | None) -> RecentProblems:
-    if log_file is not None:
-        log_file.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        handler: logging.Handler = logging.FileHandler(log_file, encoding="utf-8")
+# ------------------------------------------------------------------- where the log goes
+
+def state_folder() -> Path:
+    """``$XDG_STATE_HOME/openai-fs``, by default ``~/.local/state/openai-fs``."""
+    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(base) / "openai-fs"
+
+
+def log_name(mountpoint: Path) -> str:
+    """The log file's name for a mount point: its path, ``/`` turned into ``-``
+    (``/home/me/openai`` -> ``home-me-openai.log``); blanks and control characters become
+    ``_``, and a name too long for a file is cut and given a hash of the whole path."""
+    resolved = os.path.abspath(mountpoint)
+    parts = [part for part in resolved.split("/") if part]
+    name = "-".join(parts) or "root"
+    name = re.sub(r"[\x00-\x20\x7f]", "_", name)
+    if len(name.encode("utf-8", "surrogateescape")) > 200:
+        digest = hashlib.sha256(resolved.encode("utf-8", "surrogateescape")).hexdigest()[:12]
+        name = name.encode("utf-8", "surrogateescape")[:150].decode("utf-8", "ignore") + \
+            "-" + digest
+    return name + ".log"
+
+
+def default_log_file(mountpoint: Path) -> Path:
+    return state_folder() / log_name(mountpoint)
+
+
+class PrivateRotatingFile(logging.handlers.RotatingFileHandler):
+    """A log file made ``0600`` (it names files and quotes the server), rotated by size.
+
+    ``reopened`` is called with the new stream after each rotation, so the crash handler
+    (:mod:`faulthandler`) keeps writing into the current file. A log file that is not a
+    regular file (``/dev/null``, a fifo) is written to as it is, never rotated or chmod-ed."""
+
+    def __init__(self, path: Path, *, reopened=None) -> None:
+        self._reopened = reopened
+        regular = not path.exists() or path.is_file()
+        super().__init__(path, maxBytes=ROTATE_BYTES if regular else 0,
+                         backupCount=ROTATED_KEPT, encoding="utf-8")
+
+    def _open(self):    # the one hook logging has for how its file is opened
+        fd = os.open(self.baseFilename, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC,
+                     0o600)
+        try:
+            info = os.fstat(fd)
+            # a log file an earlier version made readable by others is made private too
+            if stat.S_ISREG(info.st_mode) and info.st_uid == os.geteuid() \
+                    and info.st_mode & 0o077:
+                os.fchmod(fd, 0o600)
+        except OSError:
+            os.close(fd)
+            raise
+        return open(fd, "a", encoding=self.encoding, errors=self.errors)
+
+    def doRollover(self) -> None:
+        super().doRollover()
+        if self._reopened is not None and self.stream is not None:
+            self._reopened(self.stream)
+
+
+class JournalFormatter(logging.Formatter):
+    """For standard error connected to the systemd journal: ``<PRIORITY>name: message``, so
+    ``journalctl -p warning`` works; the journal adds the time itself."""
+
+    PRIORITIES = {logging.DEBUG: 7, logging.INFO: 6, logging.WARNING: 4, logging.ERROR: 3,
+                  logging.CRITICAL: 2}
+
+    def __init__(self) -> None:
+        super().__init__("%(name)s: %(message)s")
+
+    def format(self, record: logging.LogRecord) -> str:
+        priority = self.PRIORITIES.get(record.levelno, 6)
+        text = super().format(record)
+        # every line of a traceback gets the priority too, or the journal shows them as INFO
+        return "\n".join(f"<{priority}>{line}" for line in text.splitlines())
+
+
+def stderr_is_journal() -> bool:
+    """Whether standard error is the journal's stream (systemd sets ``JOURNAL_STREAM`` to its
+    ``DEVICE:INODE``; a descriptor redirected since then no longer matches)."""
+    expected = os.environ.get("JOURNAL_STREAM", "")
+    try:
+        info = os.fstat(sys.stderr.fileno())
+    except (OSError, ValueError):
+        return False
+    return expected == f"{info.st_dev}:{info.st_ino}"
+
+
+@dataclass
+class MountLog:
+    """What :func:`setup` made: recent problems for ``status``, and where the log goes."""
+
+    problems: RecentProblems
+    #: a file, or None for standard error
+    file: Path | None
+    journal: bool = False
+
+    @property
+    def where(self) -> str:
+        if self.file is not None:
+            return str(self.file)
+        return "the systemd journal" if self.journal else "standard error"
+
+
+def _prepare_folder(folder: Path) -> None:
+    """Make the log's folder ``0700``; the default folder (ours) is made private if it is
+    not, a folder the user chose is left as it is."""
+    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+    if folder == state_folder():
+        info = folder.stat()
+        if info.st_uid == os.geteuid() and info.st_mode & 0o077:
+            folder.chmod(0o700)
+
+
+def _crash_output(stream) -> None:
+    """A crash (a fatal signal) writes every thread's stack where the log goes, and so does
+    SIGUSR1 at any time."""
+    faulthandler.enable(file=stream)
+    faulthandler.register(signal.SIGUSR1, file=stream, all_threads=True)
+
+
+def setup(*, log_file: Path | None, debug: bool, secret: Secret | None) -> MountLog:
+    """Send the log to ``log_file`` (None or ``-``: standard error), point the crash handler
+    there too, and return what the mount needs to know of it."""
+    journal = False
+    file = None if log_file is None or log_file == STDERR else log_file
+    if file is not None:
+        file = Path(os.path.abspath(file))
+        _prepare_folder(file.parent)
+
+        handler: logging.Handler = PrivateRotatingFile(file, reopened=_crash_output)
+        handler.setFormatter(logging.Formatter(FORMAT, DATE_FORMAT))
+        _crash_output(handler.stream)
     else:
         handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter(FORMAT, DATE_FORMAT))
+        journal = stderr_is_journal()
+        handler.setFormatter(JournalFormatter() if journal else
+                             logging.Formatter(FORMAT, DATE_FORMAT))
+        _crash_output(sys.stderr)
     problems = RecentProblems()
     root = logging.getLogger()
     for old in list(root.handlers):
@@ -96,4 +252,4 @@ def setup(*, log_file: Path | None, debug: bool, secret: Secret | None) -> Recen
     if not debug:
         pyfuse3_log.setLevel(logging.WARNING)
     pyfuse3_log.addFilter(KernelGoneFilter(debug))
-    return problems
+    return MountLog(problems, file, journal)

@@ -1,20 +1,23 @@
 """``openai-fs mount``: check the credentials, mount, serve until unmounted.
 
-The order of events: options and key are checked; the process forks unless ``-f`` (the parent
-waits and exits 0 only once the mount is live, or 1 with the one-line reason why not); the
-child checks the credentials with one listing call, builds the core
-(:class:`~openai_fs.core.filesystem.FileSystem`), mounts, and serves FUSE requests
-(:mod:`openai_fs.fuse.mounting`) until ``fusermount3 -u``, ``openai-fs unmount`` or a signal. SIGINT/SIGTERM wait for uploads in flight before unmounting (a second
-signal does not wait); SIGUSR1 writes every thread's stack to the log.
+The order of events: options, mount point (empty, unless ``--allow-non-empty``) and key are
+checked; the process forks unless ``-f`` (the parent waits, prints the daemon's lines of
+progress, and exits 0 once the mount is live or 1 with the one-line reason why not); the
+daemon opens its log, checks the server and the credentials with one listing call
+(:mod:`openai_fs.commands.connect`: final failures at once, progress while it waits), builds the
+core (:class:`~openai_fs.core.filesystem.FileSystem`), mounts, and serves FUSE requests
+(:mod:`openai_fs.fuse.mounting`) until ``fusermount3 -u``, ``openai-fs unmount`` or a signal.
+SIGINT/SIGTERM wait for uploads in flight before unmounting (a second signal does not wait);
+SIGUSR1 writes every thread's stack to the log.
 """
 
 from __future__ import annotations
 
-import faulthandler
 import logging
 import os
 import shutil
 import signal
+import socket
 import sys
 import tempfile
 import time
@@ -23,16 +26,11 @@ from pathlib import Path
 import trio
 
 from openai_fs import __version__
-from openai_fs.api import APIError, AuthenticationError, FilesClient, PermissionDeniedError
+from openai_fs.api import FilesClient
 from openai_fs.api.retry import RetryPolicy
 from openai_fs.api.secret import Secret
-from openai_fs.commands import allocator, logs
-from openai_fs.commands.options import (
-    MountOptions,
-    OptionError,
-    add_mount_arguments,
-    from_arguments,
-)
+from openai_fs.commands import allocator, connect, logs
+from openai_fs.commands.options import STDERR, MountOptions, add_mount_arguments, from_arguments
 from openai_fs.commands.secrets import KeyFileError, key_from_environment, read_key_file
 from openai_fs.core import readahead
 from openai_fs.core.filesystem import CoreSettings, FileSystem
@@ -60,24 +58,73 @@ class MountFailed(Exception):
 
 
 class Readiness:
-    """Tells whoever started the mount that it is live, or why it is not."""
+    """Tells whoever started the mount how it goes: lines of progress while it connects, then
+    that it is live, or the one-line reason why not.
 
-    def __init__(self, fd: int | None) -> None:
+    In the background the lines go through a pipe to the parent, which waits for them and
+    prints them (see :func:`_wait_for_daemon`); in the foreground they go to standard error,
+    unless the log already goes there. Under systemd (a ``Type=notify`` unit) being live is
+    also told to the service manager (``READY=1``)."""
+
+    def __init__(self, fd: int | None, *, echo: bool = True) -> None:
         self._fd = fd
+        self._echo = echo
+        self._notify = os.environ.pop("NOTIFY_SOCKET", None)
 
-    def ready(self) -> None:
-        self._send("ready")
+    def started(self) -> None:
+        self._send("pid", str(os.getpid()))
 
-    def failed(self, message: str) -> None:
-        if self._fd is None:
-            print(f"openai-fs mount: {message}", file=sys.stderr, flush=True)
-        self._send(message)
-
-    def _send(self, message: str) -> None:
+    def progress(self, text: str) -> None:
+        log.info("%s", text)
         if self._fd is not None:
-            os.write(self._fd, message.encode("utf-8", "replace"))
+            self._send("progress", text)
+        elif self._echo:
+            _say(text)
+
+    def ready(self, text: str) -> None:
+        self._tell_systemd(f"READY=1\nSTATUS={text}")
+        if self._fd is not None:
+            self._send("ready", text)
+            self._close()
+        elif self._echo:
+            _say(text)
+
+    def failed(self, text: str) -> None:
+        if self._fd is None:
+            _say(text)
+        else:
+            self._send("failed", text)
+            self._close()
+
+    def _send(self, kind: str, text: str) -> None:
+        if self._fd is None:
+            return
+        line = f"{kind} {' '.join(text.splitlines())}\n".encode("utf-8", "replace")
+        try:
+            os.write(self._fd, line)
+        except OSError:         # the parent is gone (interrupted): nobody to tell
+            self._close()
+
+    def _close(self) -> None:
+        if self._fd is not None:
             os.close(self._fd)
             self._fd = None
+
+    def _tell_systemd(self, message: str) -> None:
+        """sd_notify(3), for a unit of ``Type=notify`` (systemd/openai-fs@.service)."""
+        if not self._notify:
+            return
+        address = "\0" + self._notify[1:] if self._notify.startswith("@") else self._notify
+        try:
+            with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as sock:
+                sock.sendto(message.encode("utf-8", "replace"), address)
+        except OSError as exc:
+            log.warning("cannot tell systemd that the mount is ready (%s): %s", self._notify,
+                        exc.strerror)
+
+
+def _say(text: str) -> None:
+    print(f"openai-fs mount: {text}", file=sys.stderr, flush=True)
 
 
 def add_arguments(parser) -> None:
@@ -85,16 +132,22 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
+    options = from_arguments(args)          # a usage error is cli's to print
     try:
-        options = from_arguments(args)
-        check_mountpoint(options.mountpoint)
-        key = Secret("demo") if options.demo else load_key(options)
-    except (OptionError, MountFailed, KeyFileError) as exc:
-        print(f"openai-fs mount: {exc}", file=sys.stderr)
-        return 2 if isinstance(exc, OptionError) else 1
+        check_mountpoint(options)
+        key = demo_key() if options.demo else load_key(options)
+    except (MountFailed, KeyFileError) as exc:
+        _say(str(exc))
+        return 1
     if options.foreground:
-        return mount(options, key, Readiness(None))
+        return mount(options, key, Readiness(None, echo=options.log_target is not None))
     return _daemonize(options, key)
+
+
+def demo_key() -> Secret:
+    """The demo's emulator takes any key, so none is asked of the user; the client sends one
+    made up here, long and random, so that masking it in messages masks nothing else."""
+    return Secret("demo-" + os.urandom(16).hex())
 
 
 def load_key(options: MountOptions) -> Secret:
@@ -107,11 +160,24 @@ def load_key(options: MountOptions) -> Secret:
     return key
 
 
-def check_mountpoint(path: Path) -> None:
+def check_mountpoint(options: MountOptions) -> None:
+    path = options.mountpoint
     if not path.is_dir():
         raise MountFailed(f"{path} is not a directory (create it first: mkdir -p {path})")
     if os.path.ismount(path):
         raise MountFailed(f"something is already mounted on {path}")
+    if not options.allow_non_empty:
+        # libfuse 3 mounts over anything without a word (it ignores "nonempty"), and what the
+        # folder holds is then hidden until the unmount: refused unless asked for
+        try:
+            with os.scandir(path) as entries:
+                first = next(entries, None)
+        except OSError as exc:
+            raise MountFailed(f"cannot read {path}: {exc.strerror}") from None
+        if first is not None:
+            raise MountFailed(f"{path} is not empty (it holds {first.name!r}...): mounting "
+                              "would hide what it holds; use an empty folder, or "
+                              "--allow-non-empty (-o nonempty) to mount over it anyway")
     if not os.access("/dev/fuse", os.R_OK | os.W_OK):
         raise MountFailed("cannot use /dev/fuse (is the fuse3 package installed, and may you "
                           "use FUSE?)")
@@ -122,18 +188,8 @@ def _daemonize(options: MountOptions, key: Secret) -> int:
     child = os.fork()
     if child:
         os.close(write_end)
-        chunks = []
-        while chunk := os.read(read_end, 4096):
-            chunks.append(chunk)
-        os.close(read_end)
-        os.waitpid(child, 0)
-        message = b"".join(chunks).decode("utf-8", "replace")
-        if message == "ready":
-            return 0
-        log_file = options.log_file or options.default_log_file
-        print(f"openai-fs mount: {message or f'the mount process stopped; see {log_file}'}",
-              file=sys.stderr)
-        return 1
+        os.waitpid(child, 0)        # the first child only starts the daemon
+        return _wait_for_daemon(read_end, options)
     # the child: a new session, then a grandchild that is the daemon
     os.close(read_end)
     os.setsid()
@@ -141,45 +197,84 @@ def _daemonize(options: MountOptions, key: Secret) -> int:
         os._exit(0)
     os.chdir("/")
     null = os.open(os.devnull, os.O_RDWR)
-    for fd in (0, 1, 2):
+    # with --log-file - the log goes to the standard error the command was started with (the
+    # journal, for mount(8) run by systemd)
+    for fd in (0, 1) if options.log_file == STDERR else (0, 1, 2):
         os.dup2(null, fd)
     os.close(null)
     code = 1
     try:
-        code = mount(options, key, Readiness(write_end))
+        readiness = Readiness(write_end)
+        readiness.started()
+        code = mount(options, key, readiness)
     finally:
         os._exit(code)
 
 
+def _wait_for_daemon(read_end: int, options: MountOptions) -> int:
+    """In the parent: print the daemon's progress as it comes, and return 0 once it is live,
+    or 1 with its reason. Ctrl-C here stops the daemon too: nobody is left waiting for it."""
+    daemon = None
+    with os.fdopen(read_end, "rb") as pipe:
+        try:
+            for raw in pipe:
+                kind, _, text = raw.decode("utf-8", "replace").rstrip("\n").partition(" ")
+                if kind == "pid":
+                    daemon = int(text)
+                elif kind in ("progress", "ready"):
+                    _say(text)
+                    if kind == "ready":
+                        return 0
+                elif kind == "failed":
+                    _say(text)
+                    return 1
+        except KeyboardInterrupt:
+            if daemon is not None:
+                try:
+                    os.kill(daemon, signal.SIGTERM)
+                except ProcessLookupError:
+                    pass
+            _say("interrupted; not mounted")
+            return 130
+    where = options.log_target or "its log"
+    _say(f"the mount process stopped; see {where}")
+    return 1
+
+
 def mount(options: MountOptions, key: Secret, readiness: Readiness) -> int:
     """Mount and serve until unmounted; returns the exit status."""
-    log_file = options.log_file
-    if log_file is None and not options.foreground:
-        log_file = options.default_log_file
-    problems = logs.setup(log_file=log_file, debug=options.debug, secret=key)
-    crash_log = open(log_file, "a") if log_file else sys.stderr  # noqa: SIM115 - lives as long as we do
-    faulthandler.enable(file=crash_log)
-    faulthandler.register(signal.SIGUSR1, file=crash_log, all_threads=True)
+    try:
+        mount_log = logs.setup(log_file=options.log_target, debug=options.debug,
+                               secret=None if options.demo else key)
+    except OSError as exc:
+        readiness.failed(f"cannot write the log {options.log_target}: {exc.strerror}")
+        return 1
     allocator.reuse_large_buffers()
     demo = None
     try:
+        environ = dict(os.environ)
         if options.demo:
             demo = DemoServer.start()
             options.cache_dir = demo.folder / "cache"
-            client = FilesClient(api_key=key, base_url=demo.base_url,
-                                 retry=RetryPolicy(max_retries=options.retries),
-                                 timeout=options.timeout)
-        else:
-            client = FilesClient.from_environment(
-                api_key=key, retry=RetryPolicy(max_retries=options.retries),
-                timeout=options.timeout)
-        return trio.run(_serve, options, client, readiness, problems)
+            environ = {"OPENAI_BASE_URL": demo.base_url}
+        elif options.base_url:
+            environ["OPENAI_BASE_URL"] = options.base_url
+
+        def client(**settings) -> FilesClient:
+            return FilesClient.from_environment(api_key=key, environ=environ,
+                                                timeout=options.timeout, **settings)
+
+        return trio.run(_serve, options, client, readiness, mount_log)
     except MountFailed as exc:
-        if log_file is not None:      # in the foreground the one line below says it
+        if mount_log.file is not None:      # in the foreground the one line below says it
             log.error("%s", exc)
         readiness.failed(str(exc))
         return 1
-    except BaseException as exc:
+    except KeyboardInterrupt:
+        log.info("interrupted before the mount was made")
+        readiness.failed("interrupted; not mounted")
+        return 130
+    except Exception as exc:
         log.exception("the mount stopped because of an internal error")
         readiness.failed(f"internal error: {exc!r}")
         return 1
@@ -188,10 +283,14 @@ def mount(options: MountOptions, key: Secret, readiness: Readiness) -> int:
             demo.stop()
 
 
-async def _serve(options: MountOptions, client: FilesClient, readiness: Readiness,
-                 problems: logs.RecentProblems) -> int:
-    async with client:
-        await _check_credentials(client)
+async def _serve(options: MountOptions, make_client, readiness: Readiness,
+                 mount_log: logs.MountLog) -> int:
+    try:
+        await connect.check(make_client, attempts=options.retries + 1,
+                            report=readiness.progress)
+    except connect.ConnectFailed as exc:
+        raise MountFailed(str(exc)) from None
+    async with make_client(retry=RetryPolicy(max_retries=options.retries)) as client:
         cache_dir = options.cache_dir
         try:
             cache_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -208,6 +307,7 @@ async def _serve(options: MountOptions, client: FilesClient, readiness: Readines
                 multipart_threshold=options.multipart_threshold, part_size=options.part_size,
                 concurrency=options.upload_concurrency, expires_after=options.expires_after,
                 early=not options.upload_on_close))
+        server = "the demo server " + client.base_url if options.demo else client.base_url
         async with trio.open_nursery() as nursery:
             core = FileSystem(client, settings, nursery=nursery, kernel=FuseKernelCache())
             try:
@@ -218,22 +318,24 @@ async def _serve(options: MountOptions, client: FilesClient, readiness: Readines
                     return {"pid": os.getpid(), "version": __version__,
                             "mountpoint": mountpoint,
                             "server": client.base_url, "read_only": options.read_only,
-                            "started": started, "uploads": core.files.statistics(),
+                            "started": started, "log": mount_log.where,
+                            "uploads": core.files.statistics(),
                             "read_ahead": None if mounted is None
                             else readahead.window(mounted.device),
                             "cache": core.cache.statistics(),
                             "content_served": core.cache.access.as_dict(),
                             "requests": client.stats.as_dict(),
                             "open_files": operations.open_handles(),
-                            "problems": list(problems.records)}
+                            "problems": list(mount_log.problems.records)}
 
                 operations = Operations(core, owner=Ownership(options.uid, options.gid),
-                                        status=status)
+                                        status=status, background=nursery)
 
                 def mounted() -> None:
                     log.info("openai-fs %s: %s mounted on %s", __version__, client.base_url,
                              options.mountpoint)
-                    readiness.ready()
+                    readiness.ready(f"{server} mounted on {mountpoint}; log: "
+                                    f"{mount_log.where}")
 
                 try:
                     await mounting.serve(
@@ -248,17 +350,6 @@ async def _serve(options: MountOptions, client: FilesClient, readiness: Readines
                 core.close()
         log.info("unmounted %s", options.mountpoint)
     return 0
-
-
-async def _check_credentials(client: FilesClient) -> None:
-    """One listing call: the key, the server and the network, before anything is mounted."""
-    try:
-        await client.list_page(limit=1)
-    except (AuthenticationError, PermissionDeniedError) as exc:
-        raise MountFailed(f"the server refused the API key ({exc.status}: {exc.message})") \
-            from None
-    except APIError as exc:
-        raise MountFailed(f"cannot list files at {client.base_url}: {exc}") from None
 
 
 class DemoServer:

@@ -14,14 +14,25 @@ from typing import Any, Callable
 
 from openai_fs.core import purposes, readahead, sizes
 
-#: mount(8) options that mean nothing to us (accepted so fstab lines work)
+#: mount(8) options that mean nothing to us (accepted so fstab lines work); so is any ``x-*``
+#: option (``x-systemd.automount``: options for other programs, which mount.fuse3 passes on)
+#: and ``comment=``
 _IGNORED = {"rw", "dev", "nodev", "suid", "nosuid", "exec", "noexec", "auto", "noauto",
-            "user", "nouser", "users", "_netdev", "defaults", "async", "atime", "noatime",
-            "relatime", "nofail"}
+            "user", "nouser", "users", "owner", "group", "_netdev", "defaults", "async",
+            "atime", "noatime", "relatime", "nofail", "comment"}
+#: ``--log-file -``: standard error
+STDERR = Path("-")
+#: ``-o`` names that are another spelling of an option (fuse 2's and rclone's ``nonempty``)
+_ALIASES = {"ro": "read_only", "nonempty": "allow_non_empty"}
 
 
 class OptionError(ValueError):
-    """A bad option value; its text is shown to the user as is."""
+    """A usage error (a bad option or value); its text is shown to the user as is, as
+    ``openai-fs: error: TEXT``. ``command`` is the command whose ``--help`` would help."""
+
+    def __init__(self, message: str, *, command: str | None = None) -> None:
+        super().__init__(message)
+        self.command = command
 
 
 def parse_size(text: str) -> int:
@@ -47,6 +58,16 @@ def _positive_int(text: str) -> int:
     if value < 1:
         raise OptionError(f"must be at least 1: {text!r}")
     return value
+
+
+def _url(text: str) -> str:
+    if not text.startswith(("http://", "https://")):
+        raise OptionError(f"not an http:// or https:// URL: {text!r}")
+    return text
+
+
+def _log_file(text: str) -> Path:
+    return Path(text) if text == "-" else Path(os.path.expanduser(text))
 
 
 def _whole(text: str) -> int:
@@ -76,6 +97,10 @@ OPTIONS: tuple[Option, ...] = (
     Option("foreground", "stay in the foreground (default: run in the background once the "
                          "mount is live)", short="-f"),
     Option("read_only", "refuse every change (uploads, deletes, moves)"),
+    Option("allow_non_empty", "mount even on a folder that is not empty, hiding what it holds "
+                              "until unmounted (-o nonempty is the same)"),
+    Option("base_url", "the API to mount (default: $OPENAI_BASE_URL, else "
+                       "https://api.openai.com/v1)", _url, "URL"),
     Option("allow_other", "let other users use the mount (needs user_allow_other in "
                           "/etc/fuse.conf unless run by root)"),
     Option("uid", "owner shown for every file (default: you)", _whole, "UID"),
@@ -109,8 +134,9 @@ OPTIONS: tuple[Option, ...] = (
     Option("timeout", "seconds to wait for the server before a request counts as failed "
                       "(default 60)", _seconds, "SECONDS"),
     Option("retries", "times a failed request is retried (default 5)", _whole, "N"),
-    Option("log_file", "write the log here (default: stderr with -f, else "
-                       "~/.local/state/openai-fs/mount.log)", Path, "FILE"),
+    Option("log_file", "write the log to FILE, or - for standard error (default: standard "
+                       "error with -f, else ~/.local/state/openai-fs/MOUNTPOINT.log, e.g. "
+                       "home-me-openai.log, rotated at 10M)", _log_file, "FILE"),
     Option("debug", "log every request and FUSE operation"),
 )
 _BY_NAME = {option.name: option for option in OPTIONS}
@@ -122,6 +148,8 @@ class MountOptions:
     demo: bool = False
     foreground: bool = False
     read_only: bool = False
+    allow_non_empty: bool = False
+    base_url: str | None = None
     allow_other: bool = False
     uid: int = field(default_factory=os.getuid)
     gid: int = field(default_factory=os.getgid)
@@ -158,8 +186,16 @@ class MountOptions:
         return self
 
     @property
-    def default_log_file(self) -> Path:
-        return _xdg("XDG_STATE_HOME", ".local/state") / "mount.log"
+    def log_target(self) -> Path | None:
+        """Where the log goes: a file, or None for standard error."""
+        if self.log_file is not None:
+            return None if self.log_file == STDERR else self.log_file
+        if self.foreground:
+            return None
+        # imported here: commands.logs loads the HTTP client, which `openai-fs status` and
+        # `unmount` (which import this module through cli) do without
+        from openai_fs.commands import logs
+        return logs.default_log_file(self.mountpoint)
 
 
 def _xdg(variable: str, fallback: str) -> Path:
@@ -175,7 +211,7 @@ def add_mount_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-o", dest="mount_options", action="append", default=[],
                         metavar="NAME[=VALUE],...",
                         help="any option below as name=value (dashes or underscores), plus "
-                             "ro; for mount(8) and /etc/fstab")
+                             "ro and nonempty; for mount(8) and /etc/fstab")
     for option in OPTIONS:
         flags = [f"--{option.name.replace('_', '-')}"]
         if option.short:
@@ -205,10 +241,10 @@ def from_arguments(args: argparse.Namespace) -> MountOptions:
         for item in filter(None, (part.strip() for part in group.split(","))):
             name, has_value, value = item.partition("=")
             key = name.strip().replace("-", "_")
-            if key == "ro":
-                chosen["read_only"] = True
+            if key in _ALIASES and not has_value:
+                chosen[_ALIASES[key]] = True
                 continue
-            if key in _IGNORED:
+            if key in _IGNORED or key.startswith("x_"):
                 continue
             option = _BY_NAME.get(key)
             if option is None:

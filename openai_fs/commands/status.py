@@ -6,6 +6,7 @@ read (the file is not listed, so ``ls``, ``find`` and ``rsync`` never see it).
 
 from __future__ import annotations
 
+import errno
 import json
 import sys
 import threading
@@ -13,7 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from openai_fs.core.namespace import CONTROL_NAME
+from openai_fs.core.names import CONTROL_NAME
 
 DESCRIPTION = """\
 Show what the mount on MOUNTPOINT is doing: uploads in flight (bytes sent of total, rate),
@@ -24,6 +25,10 @@ request counts, and recent warnings. --json prints the raw snapshot.
 
 class StatusError(Exception):
     """The mount's status cannot be read; the message says why."""
+
+
+class MountGone(StatusError):
+    """The mount is still in the table, but the process that served it has died."""
 
 
 def add_arguments(parser) -> None:
@@ -74,7 +79,12 @@ def read_status(mountpoint: Path, *, timeout: float = 10.0) -> dict[str, Any]:
         raise StatusError(f"the mount on {mountpoint} does not answer (for a hung mount: "
                           f"fusermount3 -u -z {mountpoint})")
     if "error" in box:
-        raise StatusError(f"cannot read the status of {mountpoint}: {box['error']}")
+        error = box["error"]
+        if error.errno == errno.ENOTCONN:
+            raise MountGone(f"the mount process is gone; {mountpoint} is mounted with nothing "
+                            f"behind it (run: fusermount3 -u {mountpoint}, or openai-fs "
+                            "unmount)")
+        raise StatusError(f"cannot read the status of {mountpoint}: {error.strerror or error}")
     try:
         return json.loads(box["text"])
     except ValueError:
@@ -86,14 +96,27 @@ def render(status: dict[str, Any]) -> str:
              f"{status.get('server')} on {status.get('mountpoint')}"
              f"{' (read-only)' if status.get('read_only') else ''}, up "
              f"{_duration(time.time() - float(status.get('started', time.time())))}"]
+    if status.get("log"):
+        lines.append(f"Log: {status['log']}")
     uploads = status.get("uploads", {})
     in_flight = uploads.get("in_flight", [])
-    lines.append(f"Uploads in flight: {len(in_flight) or 'none'}")
+    early = uploads.get("while_written", [])
+    # the header counts every line below it: uploads of closed files and those that began
+    # while their file is still being written
+    count = len(in_flight) + len(early)
+    detail = f" ({len(early)} of them still being written)" if early and in_flight else \
+        " (still being written)" if early else ""
+    lines.append(f"Uploads in flight: {count or 'none'}{detail}")
     for transfer in in_flight:
         lines.append("  " + describe_transfer(transfer))
-    for early in uploads.get("while_written", []):
-        lines.append(f"  {early['path']}: {_size(early['bytes_sent'])} sent while it is "
+    for started in early:
+        lines.append(f"  {started['path']}: {_size(started['bytes_sent'])} sent while it is "
                      "still being written")
+    held = uploads.get("held", [])
+    if held:
+        lines.append(f"Temporary files to upload once renamed (or 5 s after their last "
+                     f"close): {len(held)}")
+        lines.extend(f"  {path}" for path in held)
     lines.append(f"Uploads completed: {uploads.get('completed', 0)}")
     failed = uploads.get("failed", [])
     if failed:
@@ -111,11 +134,11 @@ def render(status: dict[str, Any]) -> str:
                          + _progress(download.get("bytes_received", 0),
                                      download.get("bytes_total", 0),
                                      download.get("bytes_per_second", 0)))
-    lines.append(f"Cache: memory {_size(cache.get('memory_bytes', 0))} of "
-                 f"{_size(cache.get('memory_limit', 0))}, disk {_size(cache.get('disk_bytes', 0))}"
-                 f" of {_size(cache.get('disk_limit', 0))}; {cache.get('downloads', 0)} "
-                 f"downloads, {cache.get('disk_hits', 0)} disk hits, "
-                 f"{cache.get('block_fetches', 0)} ranged fetches")
+    lines.extend(describe_memory(cache))
+    lines.append(f"Cache on disk: {_size(cache.get('disk_bytes', 0))} of "
+                 f"{_size(cache.get('disk_limit', 0))} (whole files, kept across mounts); "
+                 f"{cache.get('downloads', 0)} downloads, {cache.get('disk_hits', 0)} disk "
+                 f"hits, {cache.get('block_fetches', 0)} ranged fetches")
     if status.get("read_ahead") is not None:
         lines.append(f"Kernel read-ahead: {_size(status['read_ahead'])}")
     requests = status.get("requests", {})
@@ -132,6 +155,30 @@ def render(status: dict[str, Any]) -> str:
         for problem in problems[-10:]:
             lines.append(f"  {problem.get('time')} {problem.get('level')} {problem.get('message')}")
     return "\n".join(lines)
+
+
+def describe_memory(cache: dict[str, Any]) -> list[str]:
+    """The memory cache: what it uses of ``--cache-size`` and what that is, counted the way
+    the mount counts it (blocks plus download rings, see ContentCache.statistics)."""
+    blocks = int(cache.get("memory_blocks", 0))
+    files = int(cache.get("memory_block_files", 0))
+    rings = int(cache.get("memory_rings_max", 0))
+    lines = [f"Cache in memory: {_size(cache.get('memory_bytes', 0))} of "
+             f"{_size(cache.get('memory_limit', 0))} (--cache-size)"]
+    if blocks:
+        lines.append(f"  {_size(cache.get('memory_blocks_bytes', 0))} in {blocks} "
+                     f"block{'s' if blocks != 1 else ''} of {files} "
+                     f"file{'s' if files != 1 else ''} read in pieces (far into a large file, "
+                     "or with no room on disk), kept for the next reads")
+    else:
+        lines.append("  no blocks (pieces of files read far into a large file, or with no "
+                     "room on disk, are kept here)")
+    if rings:
+        lines.append(f"  {_size(cache.get('memory_rings_bytes', 0))} in download rings, "
+                     f"{cache.get('memory_rings_in_use', 0)} of {rings} in use (each "
+                     f"{_size(cache.get('memory_ring_size', 0))}: downloads of large files "
+                     "pass through one on their way to the disk)")
+    return lines
 
 
 def describe_transfer(transfer: dict[str, Any]) -> str:

@@ -5,12 +5,13 @@ this command also spares the uploads that are still running."""
 from __future__ import annotations
 
 import os
+import select
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-from openai_fs.commands.status import StatusError, describe_transfer, read_status
+from openai_fs.commands.status import MountGone, StatusError, describe_transfer, read_status
 
 DESCRIPTION = """\
 Unmount MOUNTPOINT once the uploads in flight there have finished (their progress is shown
@@ -31,6 +32,16 @@ def run(args) -> int:
     mountpoint: Path = args.mountpoint
     try:
         status = read_status(mountpoint)
+    except MountGone:
+        # nothing can be pending in a dead process: only the kernel's mount is left
+        result = subprocess.run(["fusermount3", "-u", str(mountpoint)], capture_output=True,
+                                text=True)
+        if result.returncode != 0:
+            print(f"openai-fs unmount: {result.stderr.strip()}", file=sys.stderr)
+            return 1
+        print(f"openai-fs unmount: the mount process had died; {mountpoint} is unmounted",
+              file=sys.stderr)
+        return 0
     except StatusError as exc:
         print(f"openai-fs unmount: {exc}", file=sys.stderr)
         return 1
@@ -82,6 +93,28 @@ def _wait_for_uploads(mountpoint: Path, status: dict, deadline: float | None) ->
 
 
 def _wait_for_exit(pid: int, timeout: float = 60.0) -> bool:
+    """Wait until the mount process has ended: told by the kernel the moment it does (a
+    pidfd), not found by polling. A process that has ended but that nobody has reaped yet (a
+    daemon's parent is init, which may take its time) has ended: ``kill(pid, 0)`` alone would
+    wait for the reaping."""
+    try:
+        pidfd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return True
+    except OSError:             # a kernel without pidfds (before 5.3): ask now and then
+        return _poll_for_exit(pid, timeout)
+    try:
+        ready, _, _ = select.select([pidfd], [], [], timeout)
+    finally:
+        os.close(pidfd)
+    if ready:
+        return True
+    print(f"openai-fs unmount: unmounted, but the mount process {pid} is still running",
+          file=sys.stderr)
+    return False
+
+
+def _poll_for_exit(pid: int, timeout: float) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
@@ -90,7 +123,18 @@ def _wait_for_exit(pid: int, timeout: float = 60.0) -> bool:
             return True
         except PermissionError:
             return True       # not ours to watch; the unmount itself succeeded
-        time.sleep(0.1)
+        if _ended(pid):
+            return True
+        time.sleep(0.02)
     print(f"openai-fs unmount: unmounted, but the mount process {pid} is still running",
           file=sys.stderr)
     return False
+
+
+def _ended(pid: int) -> bool:
+    """A zombie: ended, not reaped yet."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as stat:
+            return stat.read().rpartition(")")[2].split()[:1] == ["Z"]
+    except OSError:
+        return True

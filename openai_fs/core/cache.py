@@ -276,6 +276,8 @@ class ContentCache:
         self.disk = disk
         #: which purposes' content the server hands out (learned from its answers)
         self.access = access or ContentAccess()
+        #: --cache-size: blocks and rings together stay within it
+        self.memory_budget = memory_bytes
         # Rings for large downloads come out of the memory budget: up to two, while they take
         # no more than half of it.
         self._rings = RingPool(min(2, memory_bytes // (2 * RING_BYTES)))
@@ -622,8 +624,19 @@ class ContentCache:
         self.disk.discard(file_id)
 
     def statistics(self) -> dict[str, object]:
-        return {**self.stats.as_dict(), "memory_bytes": self.memory.currsize,
-                "memory_limit": self.memory.maxsize, "disk_bytes": self.disk.used,
+        """What the caches hold. Memory is counted one way everywhere: ``memory_bytes`` is
+        the blocks plus the rings that exist, ``memory_limit`` is ``--cache-size``, and the
+        parts say what is in it."""
+        rings = self._rings.mapped * RING_BYTES
+        return {**self.stats.as_dict(), "memory_bytes": self.memory.currsize + rings,
+                "memory_limit": self.memory_budget,
+                "memory_blocks_bytes": self.memory.currsize,
+                "memory_blocks_limit": self.memory.maxsize,
+                "memory_blocks": len(self.memory),
+                "memory_block_files": len({file_id for file_id, _ in self.memory}),
+                "memory_rings_bytes": rings, "memory_rings_in_use": self._rings.lent,
+                "memory_rings_max": self._rings.count, "memory_ring_size": RING_BYTES,
+                "disk_bytes": self.disk.used,
                 "disk_limit": self.disk.capacity, "downloads_running": len(self._downloads),
                 "downloading": [download.as_dict() for download in self._downloads.values()]}
 

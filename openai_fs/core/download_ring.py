@@ -100,6 +100,16 @@ class RingPool:
         self._lent -= 1
         self._idle.append(memory)
 
+    @property
+    def lent(self) -> int:
+        """Rings a download is passing through now."""
+        return self._lent
+
+    @property
+    def mapped(self) -> int:
+        """Rings that exist (lent, or kept for the next download): memory they hold."""
+        return self._lent + len(self._idle)
+
     def close(self) -> None:
         for memory in self._idle:
             try:

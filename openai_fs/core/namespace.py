@@ -13,6 +13,7 @@ only awaits are listing and retrieve calls, after which state is re-read, never 
 from __future__ import annotations
 
 import logging
+import re
 import time
 from dataclasses import dataclass, field
 from typing import Iterable, Protocol
@@ -30,11 +31,21 @@ ROOT_INODE = 1
 BY_ID_INODE = 2
 CONTROL_INODE = 3
 BY_ID_NAME = ".by-id"
-CONTROL_NAME = ".openai-fs-status"
+CONTROL_NAME = names.CONTROL_NAME
 _FIRST_PURPOSE_INODE = 10
 _FIRST_DYNAMIC_INODE = 1000
 #: how long the mount trusts its own changes over a listing that does not show them yet
 OVERLAY_SECONDS = 300.0
+#: the bytes and files used by the whole account (``df``) are counted again, with a listing
+#: of every file, at most this often (or ``dir_ttl``, if longer); in between, ``df`` answers
+#: from what the mount knows, which includes its own changes and every listing since
+USAGE_SECONDS = 300.0
+#: a name in the root that could be a purpose the mount does not know yet (the API's
+#: purposes are lower-case words with ``_`` and ``-``)
+_PURPOSE_LIKE = re.compile(r"[a-z][a-z0-9_-]{0,63}")
+#: unknown names of the root remembered as "no such purpose", so that tools probing names
+#: there (``.git``, ``.Trash``, ``autorun.inf``) cost at most one request per name and dir_ttl
+_MAX_MISSES = 256
 
 
 class LocalContent(Protocol):
@@ -146,11 +157,13 @@ class Namespace:
         self.purpose_dirs: dict[str, PurposeDir] = {}
         for offset, purpose in enumerate(purposes.KNOWN_PURPOSES):
             self._add_purpose_dir(purpose, _FIRST_PURPOSE_INODE + offset)
-        #: the unfiltered listing (all purposes), for the root, ``.by-id`` and ``statfs``
+        #: the unfiltered listing (all purposes), for ``.by-id`` and ``statfs``
         self._all_listed_at: float | None = None
         self._all_lock = trio.Lock()
-        self._all_ids: set[str] = set()
-        self.total_listed_bytes = 0
+        #: root names found not to be purposes -> when (trio clock)
+        self._not_purposes: dict[str, float] = {}
+        #: (when, bytes, files) of the last count from memory (see ``usage``)
+        self._usage: tuple[float, int, int] | None = None
 
     # ---------------------------------------------------------------- access
 
@@ -187,7 +200,8 @@ class Namespace:
         """Every ``(name, node)`` of a directory, sorted by inode (a stable readdir order)."""
         directory = self.node(inode)
         if directory is self.root:
-            await self.refresh_all(only_if_stale=True)
+            # no request: the purposes are known, and those the server adds show once a
+            # listing or lookup has seen them (see ``purpose_dir``)
             children: list[tuple[str, Node]] = [(BY_ID_NAME, self.by_id)]
             children += [(d.name, d) for d in self.purpose_dirs.values()]
         elif directory is self.by_id:
@@ -262,9 +276,36 @@ class Namespace:
             for purpose, directory in self.purpose_dirs.items():
                 self._apply_listing(directory, by_purpose.get(purpose, []))
                 directory.listed_at = max(directory.listed_at or started, started)
-            self._all_ids = {found.id for found in files}
-            self.total_listed_bytes = sum(found.bytes for found in files)
             self._all_listed_at = started
+            self._usage = None
+
+    # ----------------------------------------------------------------- usage
+
+    def usage(self) -> tuple[int, int]:
+        """``(bytes, files)`` on the server as far as the mount knows: every file of every
+        purpose listed or looked up so far (all of them once ``refresh_all`` has run),
+        including the mount's own changes. Counted from memory, at most once a second."""
+        now = trio.current_time()
+        if self._usage is None or now - self._usage[0] >= 1.0:
+            used = files = 0
+            for directory in self.purpose_dirs.values():
+                for entry in directory.files.values():
+                    if entry.file is not None:
+                        used += entry.file.bytes
+                        files += 1
+                files += len(directory.unsent)
+            self._usage = (now, used, files)
+        return self._usage[1], self._usage[2]
+
+    def usage_stale(self, since: float | None) -> bool:
+        """Whether a count started at ``since`` (trio clock) is too old for ``df``."""
+        return since is None or \
+            trio.current_time() - since >= max(USAGE_SECONDS, self.dir_ttl)
+
+    @property
+    def directories(self) -> int:
+        """The directories the mount shows: the root, ``.by-id`` and one per purpose."""
+        return 2 + len(self.purpose_dirs)
 
     def _apply_listing(self, directory: PurposeDir, listed: list[FileObject]) -> None:
         now = trio.current_time()
@@ -323,7 +364,6 @@ class Namespace:
         directory.recent_adds[new.id] = (new, trio.current_time())
         if old is not None:
             directory.recent_deletes[old.id] = trio.current_time()
-        self.total_listed_bytes += new.bytes - (old.bytes if old else 0)
         self._rename_all(directory)
         return old
 
@@ -333,7 +373,6 @@ class Namespace:
         if entry.file is not None:
             directory.recent_deletes[entry.file.id] = trio.current_time()
             directory.recent_adds.pop(entry.file.id, None)
-            self.total_listed_bytes -= entry.file.bytes
         self._drop(entry, notify=False)
         self._rename_all(directory, notify=False)
 
@@ -393,7 +432,6 @@ class Namespace:
         """Show a server file again that the mount had hidden (a replacement that failed)."""
         directory = self.purpose_dir(file.purpose)
         directory.recent_deletes.pop(file.id, None)
-        self.total_listed_bytes += file.bytes
         self._server_entry(directory, file)
         self._rename_all(directory)
 
@@ -428,13 +466,30 @@ class Namespace:
         if name == BY_ID_NAME:
             return self.by_id
         directory = self.purpose_dirs.get(name)
-        if directory is None:
-            # maybe a purpose we have not seen yet
-            await self.refresh_all(only_if_stale=True)
-            directory = self.purpose_dirs.get(name)
+        if directory is None and await self._is_new_purpose(name):
+            directory = self.purpose_dir(name)
         if directory is None:
             raise NoSuchEntry(name)
         return directory
+
+    async def _is_new_purpose(self, name: str) -> bool:
+        """Whether the server has files of purpose ``name``, which the mount does not know
+        yet: one ``GET /files?purpose=NAME&limit=1`` (not a listing of everything), asked
+        only for names that look like a purpose and at most once per ``dir_ttl``."""
+        if not _PURPOSE_LIKE.fullmatch(name):
+            return False
+        missed = self._not_purposes.get(name)
+        if missed is not None and self._fresh(missed):
+            return False
+        asked = trio.current_time()
+        page = await self.client.list_page(purpose=name, limit=1)
+        if any(found.purpose == name for found in page.files):
+            self._not_purposes.pop(name, None)
+            return True
+        if len(self._not_purposes) >= _MAX_MISSES:
+            self._not_purposes.clear()
+        self._not_purposes[name] = asked
+        return False
 
     def _add_purpose_dir(self, purpose: str, inode: int) -> PurposeDir:
         directory = PurposeDir(inode, purpose, purpose=purpose,
@@ -485,6 +540,7 @@ class Namespace:
         claims that name and it fits; otherwise every claimant shows as ``stem (id).ext``.
         Files being created keep the name they were created with.
         """
+        self._usage = None
         taken = set(directory.unsent)
         wanted: dict[FileEntry, str] = {}
         for entry in sorted(directory.files.values(), key=lambda e: e.inode):

@@ -50,6 +50,11 @@ UNSUPPORTED_XATTRS = (b"security.", b"system.", b"trusted.")
 BLOCK_HINT = 1024 * 1024
 #: directories never change identity; their names can be cached long
 DIR_ENTRY_TIMEOUT = 300.0
+#: statfs: the block size it counts in, the inode space it shows, and how long the first
+#: statfs of a mount waits for the first count of the account's files
+STATFS_BLOCK = 4096
+INODE_SPACE = 2 ** 32
+FIRST_COUNT_WAIT = 0.5
 
 
 @dataclass(frozen=True)
@@ -84,7 +89,10 @@ class Operations(pyfuse3.Operations):
     enable_writeback_cache = False
 
     def __init__(self, core: FileSystem, *, owner: Ownership,
-                 status: Callable[[], dict[str, Any]] | None = None) -> None:
+                 status: Callable[[], dict[str, Any]] | None = None,
+                 background: trio.Nursery | None = None) -> None:
+        """``background`` runs what no request should wait for (statfs's count of the
+        account's files); without it, statfs counts before it answers."""
         super().__init__()
         self.core = core
         self.namespace = core.namespace
@@ -100,6 +108,12 @@ class Operations(pyfuse3.Operations):
         self.mounted: MountEntry | None = None
         #: set once the kernel's INIT is answered, the handshake that fixes some of its settings
         self.initialized = trio.Event()
+        self._background = background
+        #: statfs's count of the account's files (see ``statfs``)
+        self._usage_tried_at: float | None = None
+        self._usage_counting = False
+        self._usage_counted = trio.Event()
+        self._usage_waited = False
 
     def init(self) -> None:
         """pyfuse3 calls this while it answers the kernel's INIT; the answer is sent as soon as
@@ -376,17 +390,54 @@ class Operations(pyfuse3.Operations):
 
     @_handler
     async def statfs(self, ctx=None) -> pyfuse3.StatvfsData:
-        await self.namespace.refresh_all(only_if_stale=True)
-        quota = self.namespace.quota
-        used = self.namespace.total_listed_bytes
+        """``df``: the project quota, and the bytes and files used as far as the mount knows.
+
+        File managers ask this all the time, so it never waits for a listing of the whole
+        account: that is started in the background when the last count is older than
+        ``USAGE_SECONDS`` (one at a time), and only the very first ``statfs`` of a mount waits
+        for it, at most ``FIRST_COUNT_WAIT`` seconds."""
+        namespace = self.namespace
+        if self._background is None:
+            if namespace.usage_stale(self._usage_tried_at):
+                self._usage_tried_at = trio.current_time()
+                await self._count_usage()
+        else:
+            if not self._usage_counting and namespace.usage_stale(self._usage_tried_at):
+                self._usage_tried_at = trio.current_time()
+                self._usage_counting = True
+                self._background.start_soon(self._count_usage)
+            if not self._usage_waited:
+                self._usage_waited = True
+                with trio.move_on_after(FIRST_COUNT_WAIT):
+                    await self._usage_counted.wait()
+        used, files = namespace.usage()
+        quota = namespace.quota
         data = pyfuse3.StatvfsData()
-        data.f_bsize = data.f_frsize = 4096
-        data.f_blocks = quota // 4096
-        data.f_bfree = data.f_bavail = max(0, quota - used) // 4096
-        data.f_files = sum(1 for _ in self.namespace.entries())
-        data.f_ffree = data.f_favail = 2 ** 32
+        data.f_bsize = data.f_frsize = STATFS_BLOCK
+        data.f_blocks = quota // STATFS_BLOCK
+        data.f_bfree = data.f_bavail = max(0, quota - used) // STATFS_BLOCK
+        # the API has no limit on the number of files: df -i shows what is used of a space
+        # as large as the kernel's 32-bit inode numbers, never more used than there is
+        inodes_used = files + namespace.directories
+        data.f_files = max(INODE_SPACE, inodes_used)
+        data.f_ffree = data.f_favail = data.f_files - inodes_used
         data.f_namemax = names.MAX_NAME_BYTES
         return data
+
+    async def _count_usage(self) -> None:
+        """List every file of the account once (it also finds purposes the mount did not know
+        and refreshes every purpose's listing). A failure is logged; ``df`` answers with what
+        is known meanwhile and tries again after ``USAGE_SECONDS``."""
+        try:
+            await self.namespace.refresh_all()
+        except Exception as exc:  # noqa: BLE001 - in the background, nobody else would see it
+            error = as_fs_error(exc)
+            log.log(logging.ERROR if isinstance(error, Unexpected) else logging.WARNING,
+                    "could not count the files of the account for df: %s", error.message,
+                    exc_info=exc if isinstance(error, Unexpected) else None)
+        finally:
+            self._usage_counting = False
+            self._usage_counted.set()
 
     # ------------------------------------------------------------- helpers
 

@@ -171,19 +171,49 @@ async def test_inode_numbers_are_stable_per_file_id_across_refreshes(fake, make_
     assert by_id.inode == before["two.txt"]
 
 
-async def test_unknown_purposes_become_read_only_directories(fake, core):
-    fake.add("result.bin", b"r", purpose="brand_new_output")
+async def test_the_root_is_listed_without_a_request(fake, core):
+    fake.add("result.bin", b"r", purpose="assistants")
     root = await core.namespace.list_directory(ROOT_INODE)
     names = [name for name, _ in root]
-    assert names[0] == BY_ID_NAME and "brand_new_output" in names
-    assert "assistants" in names and "fine-tune-results" in names
+    assert names[0] == BY_ID_NAME and "assistants" in names and "fine-tune-results" in names
+    assert len(names) == 1 + 9
+    assert fake.kinds() == []
+
+
+async def test_unknown_purposes_become_read_only_directories_once_looked_up(fake, core):
+    fake.add("result.bin", b"r", purpose="brand_new_output")
+    names = [name for name, _ in await core.namespace.list_directory(ROOT_INODE)]
+    assert "brand_new_output" not in names          # nothing has seen it yet
+    # a lookup of its name (ls MOUNT/brand_new_output, cd) asks for one file of that purpose
+    node = await core.namespace.lookup(ROOT_INODE, "brand_new_output")
+    assert fake.kinds() == ["list"] and fake.of("list")[0].params.get("purpose") == \
+        "brand_new_output"
+    names = [name for name, _ in await core.namespace.list_directory(ROOT_INODE)]
+    assert "brand_new_output" in names
     directory = core.namespace.purpose_dirs["brand_new_output"]
+    assert node is directory
     assert directory.writable is False
     assert core.dir("assistants").writable is True
     assert core.dir("batch_output").writable is False
     assert await names_in(core, "brand_new_output") == ["result.bin"]
-    node = await core.namespace.lookup(ROOT_INODE, "brand_new_output")
-    assert node is directory
+
+
+async def test_names_of_the_root_that_are_no_purpose_cost_one_request_per_ttl(fake, core):
+    for _ in range(3):
+        with pytest.raises(NoSuchEntry):
+            await core.namespace.lookup(ROOT_INODE, "no_such_purpose")
+    assert fake.kinds() == ["list"]                 # remembered as missing for dir_ttl
+    for probe in (".git", ".Trash-0", "autorun.inf", "Desktop.ini"):
+        with pytest.raises(NoSuchEntry):
+            await core.namespace.lookup(ROOT_INODE, probe)
+    assert fake.kinds() == ["list"]                 # cannot be a purpose: no request
+
+
+async def test_a_listing_of_everything_shows_new_purposes_in_the_root(fake, core):
+    fake.add("result.bin", b"r", purpose="brand_new_output")
+    await core.namespace.list_directory(BY_ID_INODE)
+    names = [name for name, _ in await core.namespace.list_directory(ROOT_INODE)]
+    assert "brand_new_output" in names
 
 
 async def test_a_purpose_first_seen_through_by_id_becomes_a_read_only_directory(fake, core):
@@ -269,6 +299,7 @@ async def test_list_directory_is_sorted_by_inode(fake, core):
     listing = await core.namespace.list_directory(assistants.inode)
     inodes = [node.inode for _, node in listing]
     assert inodes == sorted(inodes) and listing[-1][1] is created
+    await core.namespace.lookup(ROOT_INODE, "zzz_unknown")      # a purpose seen later
     root = await core.namespace.list_directory(ROOT_INODE)
     inodes = [node.inode for _, node in root]
     assert inodes == sorted(inodes) and root[-1][0] == "zzz_unknown"

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from openai_fs.core.namespace import CONTROL_NAME
+from openai_fs.core.names import CONTROL_NAME
 
 from fusetools import KEY, upload_on_server, wait_for
 

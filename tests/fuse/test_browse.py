@@ -27,13 +27,21 @@ def test_one_directory_per_purpose_with_the_right_modes(mount):
 
 def test_a_purpose_the_server_reports_but_we_do_not_know_gets_a_read_only_directory(
         mount, seed, emulator):
+    """The root lists the known purposes without asking; one it does not know shows once a
+    lookup of its name (here: stat), a listing of .by-id or df's count has seen it."""
     seed("report.txt", "weird_new_purpose", b"x")
+    seed("other.txt", "another_new_purpose", b"y")
     emulator.control.set_downloadable(["vision", "weird_new_purpose"])
     mounted = mount()
-    assert "weird_new_purpose" in os.listdir(mounted.path)
+    assert "weird_new_purpose" not in os.listdir(mounted.path)
     mode = os.stat(mounted / "weird_new_purpose").st_mode
     assert stat.S_ISDIR(mode) and stat.S_IMODE(mode) == 0o555
+    assert "weird_new_purpose" in os.listdir(mounted.path)
     assert (mounted / "weird_new_purpose" / "report.txt").read_bytes() == b"x"
+    # df counts every file of the account (in the background) and finds the other one
+    os.statvfs(mounted.path)
+    wait_for(lambda: "another_new_purpose" in os.listdir(mounted.path),
+             message="df's count to show another_new_purpose")
 
 
 def test_ls_l_shows_full_attributes_from_the_listing_pages_alone(mount, seed, emulator):

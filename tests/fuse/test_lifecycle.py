@@ -7,7 +7,6 @@ import os
 import signal
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
@@ -52,8 +51,8 @@ def test_a_missing_key_or_unreachable_server_fails_clearly(tmp_path):
     assert len(result.stderr.strip().splitlines()) == 1
     result = openai_fs("mount", "-f", str(tmp_path / "mnt"), "--retries", "0",
                        env={"OPENAI_API_KEY": KEY, "OPENAI_BASE_URL": "http://127.0.0.1:9/v1"})
-    assert result.returncode != 0 and "cannot list files at http://127.0.0.1:9/v1" in \
-        result.stderr
+    assert result.returncode != 0 and "cannot connect to http://127.0.0.1:9/v1: connection " \
+        "refused" in result.stderr
     assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1
 
 
@@ -87,8 +86,7 @@ def test_the_daemon_returns_once_the_mount_is_live_and_unmount_stops_it(emulator
         stopped = openai_fs("unmount", str(mnt))
         assert stopped.returncode == 0, stopped.stderr
         assert not os.path.ismount(mnt)
-        with pytest.raises(ProcessLookupError):
-            os.kill(pid, 0)
+        assert ended(pid)
     finally:
         if os.path.ismount(mnt):
             subprocess.run(["fusermount3", "-u", "-z", str(mnt)])
@@ -155,40 +153,17 @@ def test_demo_mounts_sample_files_in_every_purpose(tmp_path):
              timeout=10, message="the demo emulator to stop")
 
 
+def ended(pid: int) -> bool:
+    """The process has exited (gone, or a zombie that init has not reaped yet)."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rpartition(")")[2].split()[0] == "Z"
+    except FileNotFoundError:
+        return True
+
+
 def stat_mode(path) -> int:
     return os.stat(path).st_mode & 0o777
-
-
-def test_mount_t_fuse_openai_fs_works_as_fstab_would_use_it(emulator, seed, tmp_path):
-    """mount(8) runs `openai-fs SOURCE MOUNTPOINT -o rw,...,dev,suid` for a line of type
-    fuse.openai-fs; it must find openai-fs on its PATH, so a link is put there for the test."""
-    seed("fstab.txt", "vision", b"mounted by mount(8)")
-    key_file = tmp_path / "key"
-    key_file.write_text(KEY)
-    key_file.chmod(0o600)
-    mnt = tmp_path / "mnt"
-    mnt.mkdir()
-    link = Path("/usr/local/bin/openai-fs")
-    made_link = not link.exists()
-    if made_link:
-        link.symlink_to(Path(sys.executable).parent / "openai-fs")
-    try:
-        result = subprocess.run(
-            ["mount", "-t", "fuse.openai-fs", "openai", str(mnt), "-o",
-             f"api_key_file={key_file},dir_ttl=5,cache_dir={tmp_path / 'c'},"
-             f"log_file={tmp_path / 'log'}"],
-            capture_output=True, text=True, timeout=60,
-            env={**os.environ, "OPENAI_BASE_URL": emulator.base_url})
-        assert result.returncode == 0, result.stderr
-        assert (mnt / "vision" / "fstab.txt").read_bytes() == b"mounted by mount(8)"
-        stopped = openai_fs("unmount", str(mnt))
-        assert stopped.returncode == 0, stopped.stderr
-    finally:
-        if made_link:
-            link.unlink()
-        if os.path.ismount(mnt):
-            subprocess.run(["fusermount3", "-u", "-z", str(mnt)])
-    assert "Traceback" not in (tmp_path / "log").read_text()
 
 
 def test_the_mount_helper_form_with_demo(tmp_path):
