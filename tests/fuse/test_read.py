@@ -21,8 +21,13 @@ def payload(size: int, seed: int = 1) -> bytes:
     return random.Random(seed).randbytes(size)
 
 
+def fetched(control, file_id: str) -> int:
+    """Bytes of the file's content the emulator sent, over all its requests."""
+    return sum(r["response_bytes"] for r in content_requests(control, file_id))
+
+
 @pytest.mark.parametrize("ignore_range", [False, True], ids=["range", "no-range"])
-def test_cat_reads_the_exact_bytes_with_one_request_and_a_reread_with_none(
+def test_cat_reads_the_exact_bytes_once_and_a_reread_with_no_request(
         mount, seed, emulator, ignore_range):
     data = payload(3 * MiB + 12345)
     made = seed("blob.bin", "assistants", data)
@@ -30,7 +35,9 @@ def test_cat_reads_the_exact_bytes_with_one_request_and_a_reread_with_none(
     mounted = mount()
     path = mounted / "assistants" / "blob.bin"
     assert hashlib.sha256(path.read_bytes()).digest() == hashlib.sha256(data).digest()
-    assert len(content_requests(emulator.control, made["id"])) == 1
+    # with Range a few growing windows, without one download; every byte once
+    assert len(content_requests(emulator.control, made["id"])) <= (1 if ignore_range else 3)
+    assert fetched(emulator.control, made["id"]) == len(data)
     emulator.control.clear_requests()
     # the kernel keeps the pages (keep_cache): a second reader causes no request at all
     copy = mounted.path.parent / "copy.bin"
@@ -47,7 +54,7 @@ def test_a_large_file_is_read_through_a_ring_and_cached_whole(mount, seed, emula
     mounted = mount(cache_dir=cache)
     digest = run("sha256sum", str(mounted / "assistants" / "large.bin")).stdout.split()[0]
     assert digest == hashlib.sha256(data).hexdigest()
-    assert len(content_requests(emulator.control, made["id"])) == 1
+    assert fetched(emulator.control, made["id"]) == len(data)
     # the reader may finish before the last disk write does
     wait_for(lambda: mounted.status()["cache"]["downloads_running"] == 0)
     statistics = mounted.status()["cache"]
@@ -133,7 +140,7 @@ def test_concurrent_readers_of_one_file_share_one_download(mount, seed, emulator
     for thread in threads:
         thread.join(timeout=60)
     assert len(results) == 8 and all(r == data for r in results)
-    assert len(content_requests(emulator.control, made["id"])) == 1
+    assert fetched(emulator.control, made["id"]) == len(data)
 
 
 def test_random_reads_of_a_large_file_use_range_when_the_server_honours_it(
