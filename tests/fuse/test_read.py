@@ -231,3 +231,54 @@ def test_a_file_deleted_after_listing_reads_as_enoent_not_a_hang(mount, seed, em
     with pytest.raises(FileNotFoundError):
         path.read_bytes()
     assert os.listdir(mounted.path)      # and the mount is still alive
+
+
+@pytest.mark.parametrize("honour_range", [True, False], ids=["range", "no-range"])
+def test_head_and_a_far_read_fetch_windows_not_the_file(mount, seed, emulator, honour_range):
+    data = payload(48 * MiB + 777, seed=12)
+    made = seed("window.jsonl", "batch", data)
+    emulator.control.set_config(honour_range=honour_range)
+    mounted = mount()
+    path = mounted / "batch" / "window.jsonl"
+    head = subprocess.run(["head", "-c", "4096", str(path)], capture_output=True, check=True)
+    assert head.stdout == data[:4096]
+
+    def settled() -> int:
+        seen = [-1]
+
+        def same() -> bool:
+            now = fetched(emulator.control, made["id"])
+            stable, seen[0] = now == seen[0], now
+            return stable
+        wait_for(same, interval=0.3)
+        return seen[0]
+
+    after_head = settled()
+    assert after_head <= (2 * MiB if honour_range else 16 * MiB)
+    far = 40 * MiB + 123
+    fd = os.open(path, os.O_RDONLY)              # a new open, and one 4 KiB read (not Python's
+    try:                                         # buffered read, which asks for st_blksize)
+        assert os.pread(fd, 4096, far) == data[far:far + 4096]
+    finally:
+        os.close(fd)
+    after_far = settled()
+    if honour_range:
+        assert after_far - after_head <= 4 * MiB
+    else:       # every byte before it, once: the paused download went on
+        assert after_far <= far + 16 * MiB
+        assert len(content_requests(emulator.control, made["id"])) == 1
+
+
+@pytest.mark.parametrize("honour_range", [True, False], ids=["range", "no-range"])
+def test_a_removed_file_open_for_reading_reads_on_after_a_partial_read(
+        mount, seed, emulator, honour_range):
+    data = payload(20 * MiB + 5, seed=13)
+    seed("gone.jsonl", "batch", data)
+    emulator.control.set_config(honour_range=honour_range)
+    mounted = mount()
+    path = mounted / "batch" / "gone.jsonl"
+    with open(path, "rb") as handle:
+        assert handle.read(4096) == data[:4096]
+        os.unlink(path)
+        handle.seek(15 * MiB)
+        assert handle.read(MiB) == data[15 * MiB:16 * MiB]
