@@ -554,9 +554,13 @@ class ContentCache:
         went away meanwhile."""
         waited_on: Stream | None = None
         while True:
-            if waited_on is not None and waited_on.done and waited_on.error is not None:
-                if not partial.present.covers(offset, end):
+            if waited_on is not None and waited_on.done and not partial.present.covers(offset, end):
+                if waited_on.error is not None:
                     raise waited_on.error
+                if waited_on.pos == waited_on.start and not waited_on.stopping:
+                    # it ended without bringing a byte: asking again would only spin
+                    raise OSError(errno.EIO, f"no bytes of {partial.file.id} from "
+                                             f"{waited_on.start} could be fetched")
             if partial.error is not None:
                 raise partial.error
             if self._partials.get(partial.file.id) is not partial:
@@ -625,6 +629,9 @@ class ContentCache:
         # not held (a stream starts at a block, where the ring's O_DIRECT writes can start)
         first = gap if ranged else partial.present.first_missing(0, gap)
         start = _align_down(gap if first is None else first)
+        if ranged:
+            # not into bytes held (a stream that broke mid-block left some): from where they end
+            start = partial.present.run_end(start)
         limit = min(file.bytes, _align_up(end))
         stream = Stream(partial, start=start, limit=limit,
                         window=max(BLOCK_SIZE, limit - start), ranged=ranged)
@@ -686,10 +693,10 @@ class ContentCache:
             if stream.error is not None:
                 log.debug("stream of %s from %d failed: %s", file.id, stream.start,
                           stream.error)
-                if isinstance(stream.error, OSError):
-                    # the disk failed, or the server sent what the file cannot be: no copy is
-                    # kept, and readers waiting on this file get the error
-                    partial.error = stream.error
+                # the server failed (after its retries), the disk did, or the server sent what
+                # the file cannot be: readers waiting on this file get the error, no partial
+                # copy is kept, and the next read starts afresh
+                partial.error = stream.error
             self._settle(partial)
             self.disk.unpin(file.id)
 
@@ -820,14 +827,15 @@ class ContentCache:
         a ring is free and the disk cache's filesystem takes O_DIRECT; else the page cache."""
         partial = stream.partial
         file = partial.file
-        if file.bytes > RING_BYTES and self._direct_io is not False:
+        if file.bytes > RING_BYTES and self._direct_io is not False and \
+                stream.pos % BLOCK_SIZE == 0:
             memory = self._rings.take()
             if memory is not None:
                 if self._direct_io is None:
                     self._direct_io = self._probe_direct_io()
                 try:
                     if self._direct_io and direct_io(stream.fd, probe=False):
-                        on_disk = [stream.start]
+                        on_disk = [stream.pos]
 
                         def changed() -> None:
                             if ring.written > on_disk[0]:
@@ -836,7 +844,7 @@ class ContentCache:
                             partial.changed()
 
                         ring = RingDownload(memory, stream.fd, file.bytes, changed=changed,
-                                            wait_change=partial.wait_changed, base=stream.start)
+                                            wait_change=partial.wait_changed, base=stream.pos)
                         stream.ring = ring
                         self.stats.ring_downloads += 1
                         return _RingSink(ring, self._nursery)
