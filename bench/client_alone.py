@@ -4,7 +4,9 @@
     OPENAI_BASE_URL=... OPENAI_API_KEY=... python bench/client_alone.py CLIENT upload PATH NAME
 
 CLIENT is ``openai-fs`` (the mount's own client, :class:`openai_fs.api.client.FilesClient`,
-with the tuning the mount applies) or ``sdk`` (the official ``openai`` package). A download
+with the tuning the mount applies), ``sdk`` (the official ``openai`` package) or, for a
+download only, ``raw``: a plain socket that receives the response into one reused 1 MiB buffer
+(``recv_into``) and parses nothing, the floor of receiving the bytes in Python at all. A download
 streams ``GET /files/{id}/content`` to nowhere; an upload sends PATH as one ``POST /files``
 (purpose ``user_data``, filename NAME). The key comes from the environment, never argv.
 
@@ -29,7 +31,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-CLIENTS = ("openai-fs", "sdk")
+CLIENTS = ("openai-fs", "sdk", "raw")
 
 
 class Span:
@@ -84,6 +86,28 @@ def with_sdk(args: argparse.Namespace, base_url: str, key: str) -> dict:
         return {"seconds": span.seconds, "cpu": span.cpu, "bytes": made.bytes, "id": made.id}
 
 
+def with_raw_socket(args: argparse.Namespace, base_url: str, key: str) -> dict:
+    import socket
+    from urllib.parse import urlsplit
+
+    if args.action != "download":
+        raise SystemExit("raw: downloads only")
+    url = urlsplit(base_url)
+    if url.scheme != "http":
+        raise SystemExit("raw: plain http only")
+    request = (f"GET {url.path.rstrip('/')}/files/{args.target}/content HTTP/1.1\r\n"
+               f"Host: {url.netloc}\r\nAuthorization: Bearer {key}\r\n"
+               "Connection: close\r\n\r\n").encode()
+    buffer = memoryview(bytearray(1024 * 1024))
+    received = 0
+    with socket.create_connection((url.hostname, url.port or 80)) as sock, Span() as span:
+        sock.sendall(request)
+        while count := sock.recv_into(buffer):
+            received += count
+    # the count includes the status line, headers and any chunk framing (a few KiB)
+    return {"seconds": span.seconds, "cpu": span.cpu, "bytes": received}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("client", choices=CLIENTS)
@@ -97,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
     base_url, key = os.environ.get("OPENAI_BASE_URL"), os.environ.get("OPENAI_API_KEY")
     if not base_url or not key:
         parser.error("OPENAI_BASE_URL and OPENAI_API_KEY must be set")
-    transfer = with_openai_fs if args.client == "openai-fs" else with_sdk
+    transfer = {"openai-fs": with_openai_fs, "sdk": with_sdk, "raw": with_raw_socket}[args.client]
     print(json.dumps(transfer(args, base_url, key)))
     return 0
 

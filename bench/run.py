@@ -77,7 +77,7 @@ class HarnessError(RuntimeError):
 
 @dataclass(frozen=True)
 class Profile:
-    read_bytes: int          # the file of benchmarks 1, 2 and 4
+    read_bytes: int          # the file of benchmarks 1, 2, 4 and 9
     upload_bytes: int        # the file of benchmarks 5, 6 and the large one of 7
     small_upload_bytes: int  # the small one of 7
     list_files: int          # files in user_data for benchmark 3
@@ -85,6 +85,12 @@ class Profile:
     rss_repeats: int         # of each peak RSS measurement of benchmark 7 (not timed)
     #: link speeds: (name, bytes per second each request may move; None: no limit)
     speeds: tuple[tuple[str, int | None], ...]
+    #: the file of benchmarks 8 and 10 (bytes fetched by partial reads; cmp)
+    window_bytes: int = 256 * 1024 * 1024
+    #: where benchmark 8's far read falls
+    far_offset: int = 200 * 1024 * 1024
+    #: random reads benchmark 10 compares, per server kind
+    cmp_examples: int = 60
 
 
 LOOPBACK = ("loopback", None)
@@ -92,7 +98,10 @@ SPEEDS = (LOOPBACK, ("4 Gbit/s", 500 * MB), ("1 Gbit/s", 125 * MB))
 FULL = Profile(read_bytes=GiB, upload_bytes=400 * MiB, small_upload_bytes=100 * MiB,
                list_files=10_000, repeats=3, rss_repeats=3, speeds=SPEEDS)
 QUICK = Profile(read_bytes=128 * MiB, upload_bytes=64 * MiB, small_upload_bytes=16 * MiB,
-                list_files=2_000, repeats=2, rss_repeats=1, speeds=(LOOPBACK, SPEEDS[2]))
+                list_files=2_000, repeats=2, rss_repeats=1, speeds=(LOOPBACK, SPEEDS[2]),
+                window_bytes=96 * MiB, far_offset=75 * MiB, cmp_examples=25)
+#: the largest window a stream asks for (openai_fs.core.cache.MAX_WINDOW), for the targets
+WINDOW = 64 * MiB
 
 
 # -- results -------------------------------------------------------------------------------
@@ -146,6 +155,10 @@ def throughput_cell(size: int, times: Samples) -> str:
 
 def mib(size: float) -> str:
     return f"{size / MiB:.0f} MiB"
+
+
+def mib_exact(size: float) -> str:
+    return f"{size / MiB:.2f} MiB"
 
 
 def verdict(ok: bool) -> str:
@@ -388,6 +401,28 @@ class Suite:
             file_id = self.upload_in_parts(path, "assistants", "big.bin")
             self._files["big.bin"] = (path, file_id)
         return path, file_id
+
+    def window_file(self) -> tuple[Path, str]:
+        """The file of benchmarks 8 and 10."""
+        path = self.local_file("window.bin", self.profile.window_bytes, 4)
+        file_id = self._files["window.bin"][1]
+        if file_id is None:
+            file_id = self.upload_in_parts(path, "assistants", "window.bin")
+            self._files["window.bin"] = (path, file_id)
+        return path, file_id
+
+    def fetched(self, file_id: str) -> tuple[int, int]:
+        """(bytes, requests) of the content of ``file_id`` the emulator has sent since its log
+        was last cleared, once the number stops growing (a stream may still be finishing its
+        window when the reader is done)."""
+        last = None
+        while True:
+            content = [r for r in self.requests() if r["path"] == f"/v1/files/{file_id}/content"]
+            now = (sum(r["response_bytes"] for r in content), len(content))
+            if now == last:
+                return now
+            last = now
+            time.sleep(0.5)
 
     def upload_in_parts(self, path: Path, purpose: str, filename: str) -> str:
         size = path.stat().st_size
@@ -840,6 +875,209 @@ def bench_rss(s: Suite) -> None:
                   {"peak_rss": peaks, "cache_size": CACHE_SIZE, "overhead": RSS_OVERHEAD}))
 
 
+def bench_windows(s: Suite) -> None:
+    """8: bytes fetched by reads of part of a file, with and without Range: ``head -c 4096``,
+    then one 4 KiB read far into the file in a new open (``dd``), and, on a new mount, ``cat``
+    of the whole file."""
+    local, file_id = s.window_file()
+    size, far = local.stat().st_size, s.profile.far_offset
+    targets = {True: (8 * MiB, 8 * MiB), False: (64 * MiB, far + WINDOW)}
+    try:
+        for honour in (True, False):
+            s.control.set_config(honour_range=honour)
+            kind = "Range" if honour else "no Range"
+            head_target, far_target = targets[honour]
+            with s.mount(label=f"windows {kind}") as m:
+                target = m / "assistants" / "window.bin"
+                if target.stat().st_size != size:
+                    raise HarnessError(f"{target} has {target.stat().st_size} bytes")
+                s.control.clear_requests()
+                head = run(["head", "-c", "4096", str(target)], capture=True).stdout
+                head_bytes, head_requests = s.fetched(file_id)
+                piece = run(["dd", f"if={target}", "bs=4096", f"skip={far // 4096}", "count=1",
+                             "status=none"], capture=True).stdout
+                total, requests = s.fetched(file_id)
+            with open(local, "rb") as source:
+                if head != source.read(4096) or (source.seek(far), source.read(4096))[1] != piece:
+                    raise HarnessError("the mount's bytes differ from the file's")
+            far_bytes = total - head_bytes
+            with s.mount(label=f"windows {kind} full") as m:
+                target = m / "assistants" / "window.bin"
+                target.stat()
+                s.control.clear_requests()
+                run(["cmp", str(local), str(target)])
+                full_bytes, full_requests = s.fetched(file_id)
+            s.add(Row(8, f"bytes fetched by `head -c 4096` of {mib(size)}", kind,
+                      f"{mib_exact(head_bytes)} in {head_requests} request(s)", "-",
+                      mib_exact(head_bytes), f"≤ {mib(head_target)}",
+                      verdict(head_bytes <= head_target),
+                      {"bytes": head_bytes, "requests": head_requests, "file_bytes": size}))
+            s.add(Row(8, f"then a 4 KiB read at {mib(far)} in a new open (`dd`): bytes more",
+                      kind, f"{mib_exact(far_bytes)} in {requests - head_requests} more "
+                            "request(s)", "-", mib_exact(far_bytes), f"≤ {mib(far_target)}",
+                      verdict(far_bytes <= far_target),
+                      {"bytes": far_bytes, "requests": requests - head_requests,
+                       "offset": far}))
+            s.add(Row(8, f"bytes fetched by a full sequential read (`cmp`) of {mib(size)}",
+                      kind, f"{mib_exact(full_bytes)} in {full_requests} request(s)",
+                      f"file: {mib(size)}", f"{full_bytes / size:.4f}x", "≤ 1.01x",
+                      verdict(full_bytes <= 1.01 * size),
+                      {"bytes": full_bytes, "requests": full_requests, "file_bytes": size}))
+    finally:
+        s.control.set_config(honour_range=True)
+
+
+def bench_cpu(s: Suite) -> None:
+    """9: CPU seconds per GiB of a cold sequential read: the mount (its process and ``cat``)
+    against curl, the SDK and openai-fs's client alone, with the floors beside them: the same
+    ``cat`` of a FUSE file system that serves memory (bench/read_floor_fs.py), and a socket that
+    only receives (client_alone.py raw)."""
+    local, file_id = s.big_file()
+    size = local.stat().st_size
+    gib = size / GiB
+    url = f"{s.base_url}/files/{file_id}/content"
+    cpu: dict[str, list[float]] = {}
+
+    def curl() -> None:
+        s.drop_caches()
+        before = children_cpu_seconds()
+        run(["curl", "-sSf", "-o", "/dev/null", "-H", AUTH, url])
+        cpu.setdefault("curl", []).append(children_cpu_seconds() - before)
+
+    def mount(honour: bool) -> None:
+        s.control.set_config(honour_range=honour)
+        name = "mount" if honour else "mount, no Range"
+        try:
+            with s.mount(label=f"cpu {name}") as m:
+                target = m / "assistants" / "big.bin"
+                target.stat()
+                s.drop_caches()
+                assert m.process is not None
+                before = cpu_seconds(m.process.pid), children_cpu_seconds()
+                run(["cat", str(target)])
+                mount_cpu = cpu_seconds(m.process.pid) - before[0]
+                cat_cpu = children_cpu_seconds() - before[1]
+            cpu.setdefault(name, []).append(mount_cpu + cat_cpu)
+            cpu.setdefault(f"{name}: its process", []).append(mount_cpu)
+            cpu.setdefault(f"{name}: cat", []).append(cat_cpu)
+        finally:
+            s.control.set_config(honour_range=True)
+
+    def client(name: str) -> None:
+        s.drop_caches()
+        result = s.client_alone(name, "download", file_id)
+        if result["bytes"] < size:
+            raise HarnessError(f"{name} received {result['bytes']} bytes, not {size}")
+        cpu.setdefault(name, []).append(result["cpu"])
+
+    def floor() -> None:
+        folder = Path(tempfile.mkdtemp(prefix="floor-", dir=s.tmp))
+        mountpoint = folder / "mnt"
+        mountpoint.mkdir()
+        process = subprocess.Popen([sys.executable, str(ROOT / "bench" / "read_floor_fs.py"),
+                                    str(mountpoint), str(size)], stdout=subprocess.PIPE,
+                                   stderr=subprocess.STDOUT, cwd=ROOT)
+        try:
+            assert process.stdout is not None
+            if process.stdout.readline().strip() != b"ready":
+                raise HarnessError("bench/read_floor_fs.py did not start")
+            before = cpu_seconds(process.pid), children_cpu_seconds()
+            run(["cat", str(mountpoint / "file")])
+            fs_cpu = cpu_seconds(process.pid) - before[0]
+            cat_cpu = children_cpu_seconds() - before[1]
+        finally:
+            subprocess.run(["fusermount3", "-u", str(mountpoint)], capture_output=True)
+            try:
+                process.wait(timeout=MOUNT_TIMEOUT)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+            shutil.rmtree(folder, ignore_errors=True)
+        cpu.setdefault("FUSE floor", []).append(fs_cpu + cat_cpu)
+        cpu.setdefault("FUSE floor: its process", []).append(fs_cpu)
+        cpu.setdefault("FUSE floor: cat", []).append(cat_cpu)
+
+    for repeat in range(s.profile.repeats):
+        steps = [curl, lambda: mount(True), lambda: mount(False), lambda: client("openai-fs"),
+                 lambda: client("sdk"), lambda: client("raw"), floor]
+        for step in rotated(steps, repeat):
+            step()
+    per_gib = {name: statistics.median(values) / gib for name, values in cpu.items()}
+    base = per_gib["curl"]
+
+    def cell(name: str) -> str:
+        text = f"{per_gib[name]:.2f} CPU-s/GiB"
+        parts = [f"{part.split(': ')[1]} {per_gib[part]:.2f}" for part in per_gib
+                 if part.startswith(name + ": ")]
+        return text + (f" ({', '.join(parts)})" if parts else "")
+
+    raw = {"bytes": size, "cpu_seconds": cpu, "per_gib": per_gib}
+    for name in ("mount", "mount, no Range"):
+        ratio = per_gib[name] / base
+        s.add(Row(9, f"CPU per GiB, cold `cat` of {mib(size)}: the mount and cat",
+                  "Range" if name == "mount" else "no Range", cell(name),
+                  f"curl: {per_gib['curl']:.2f} CPU-s/GiB", f"{ratio:.2f}x", "≤ 3x",
+                  verdict(ratio <= 3), raw))
+    floor_sum = per_gib["FUSE floor"] + per_gib["raw"]
+    for name, what in (("sdk", "the openai SDK alone"), ("openai-fs", "openai-fs's client alone"),
+                       ("raw", "receive floor: a socket, recv_into, no parsing"),
+                       ("FUSE floor", "FUSE floor: cat of bench/read_floor_fs.py")):
+        s.add(Row(9, f"CPU per GiB: {what}", "loopback", cell(name),
+                  f"curl: {per_gib['curl']:.2f} CPU-s/GiB", f"{per_gib[name] / base:.2f}x",
+                  "none", "INFO", raw))
+    s.add(Row(9, "CPU per GiB: the floor of a mount (FUSE floor + receive floor)", "loopback",
+              f"{floor_sum:.2f} CPU-s/GiB", f"curl: {per_gib['curl']:.2f} CPU-s/GiB",
+              f"{floor_sum / base:.2f}x", "none", "INFO", raw))
+
+
+def bench_cmp(s: Suite) -> None:
+    """10: the mount's bytes against the file's for random offsets and lengths (Hypothesis),
+    with and without Range, each on a new mount; and the bytes that cost."""
+    from hypothesis import HealthCheck, given, settings, strategies
+
+    local, file_id = s.window_file()
+    size = local.stat().st_size
+    try:
+        for honour in (True, False):
+            s.control.set_config(honour_range=honour)
+            kind = "Range" if honour else "no Range"
+            with s.mount(label=f"cmp {kind}") as m:
+                target = m / "assistants" / "window.bin"
+                target.stat()
+                s.control.clear_requests()
+                checked: list[tuple[int, int]] = []
+                with open(local, "rb") as source:
+                    @settings(max_examples=s.profile.cmp_examples, deadline=None, database=None,
+                              suppress_health_check=list(HealthCheck))
+                    @given(offset=strategies.integers(0, size),
+                           length=strategies.integers(0, 4 * MiB))
+                    def same(offset: int, length: int) -> None:
+                        fd = os.open(target, os.O_RDONLY)
+                        try:
+                            got = os.pread(fd, length, offset)
+                        finally:
+                            os.close(fd)
+                        source.seek(offset)
+                        assert got == source.read(length), (offset, length)
+                        checked.append((offset, length))
+
+                    try:
+                        same()
+                        failure = None
+                    except AssertionError as exc:
+                        failure = str(exc)[:200]
+                fetched, requests = s.fetched(file_id)
+            s.add(Row(10, f"`cmp` of random reads (Hypothesis) of {mib(size)} against the "
+                          "file", kind, f"{len(checked)} reads equal; fetched "
+                                        f"{mib_exact(fetched)} in {requests} requests",
+                      "the file's bytes", failure or "all equal", "all equal",
+                      verdict(failure is None),
+                      {"reads": checked, "failure": failure, "bytes": fetched,
+                       "requests": requests}))
+    finally:
+        s.control.set_config(honour_range=True)
+
+
 #: name: (number in the brief and the table, function), in the order they run; rss last, so
 #: it can use what the others measured
 BENCHMARKS: dict[str, tuple[int, Callable[[Suite], None]]] = {
@@ -849,6 +1087,9 @@ BENCHMARKS: dict[str, tuple[int, Callable[[Suite], None]]] = {
     "upload": (5, bench_upload),
     "parallel-upload": (6, bench_parallel_upload),
     "rss-growth": (7, bench_rss_growth),
+    "windows": (8, bench_windows),
+    "cpu": (9, bench_cpu),
+    "cmp": (10, bench_cmp),
     "rss": (4, bench_rss),
 }
 
@@ -915,7 +1156,7 @@ def main(argv: list[str] | None = None) -> int:
         profile = Profile(**{**asdict(profile), "repeats": args.repeat,
                              "rss_repeats": args.repeat})
     selected = [name for name in BENCHMARKS if not args.only or name in args.only]
-    for tool in ("curl", "fusermount3", "cat", "cp", "ls", "cmp"):
+    for tool in ("curl", "fusermount3", "cat", "cp", "ls", "cmp", "head", "dd"):
         if shutil.which(tool) is None:
             print(f"bench: {tool} is needed", file=sys.stderr)
             return 1

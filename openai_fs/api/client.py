@@ -285,7 +285,7 @@ class FilesClient:
     # -------------------------------------------------------------- content
 
     async def stream_content(self, file_id: str, *, offset: int = 0, length: int | None = None,
-                             chunk_size: int | None = None
+                             chunk_size: int | None = None, ask_end: int | None = None
                              ) -> AsyncIterator[tuple[int, bytes]]:
         """The bytes of a file as ``(file_offset, chunk)`` pairs, as they arrive.
 
@@ -293,7 +293,10 @@ class FilesClient:
         server that honours it answers 206 with a matching ``Content-Range``; one that ignores it
         answers 200 with the whole body, and then the chunks start at offset 0: callers keep or
         drop what lies before ``offset`` (a cache may keep it). The stream ends once the
-        requested end is passed. A connection dropped mid-body is resumed from the first missing
+        requested end is passed. ``ask_end`` (with no ``length``) asks for ``Range`` up to there
+        without ending the stream there: a server that honours it ends the body there, and the
+        whole body of one that ignores it goes on to the caller, who may stop reading whenever
+        it likes (leaving the ``async for`` closes the connection). A connection dropped mid-body is resumed from the first missing
         byte (with ``Range`` when the server supports it), within the retry budget; a break
         that comes after :data:`RESUME_PROGRESS` new bytes starts that budget afresh.
         """
@@ -307,7 +310,8 @@ class FilesClient:
         while True:
             ask_from = offset if delivered is None else delivered
             try:
-                async with self._open_content(file_id, ask_from, want_end) as (response, span):
+                async with self._open_content(file_id, ask_from, want_end or ask_end) as (
+                        response, span):
                     if span.start > ask_from:
                         raise MalformedResponseError(
                             f"asked for bytes from {ask_from}, the answer starts at {span.start}",

@@ -1,21 +1,36 @@
-"""File content, fetched once and kept: a disk cache of whole files and a memory cache of blocks.
+"""File content, fetched as it is read and kept: on disk by range, and in a memory cache of blocks.
 
 A file id's bytes never change, so nothing here is ever revalidated; content leaves only when
 space is needed or the file is deleted.
 
-* **Whole-file downloads** (the usual case: a read from offset 0, or any read of a small file,
-  or any read when the server does not honour ``Range``) stream the file into the disk cache
-  with one ``GET /files/{id}/content``. Readers wait only until the download has passed the bytes
-  they asked for, and every reader of the file shares the one download.
-* **Blocks** (a read far into a large file when the server honours ``Range``, or any read of a
-  file that does not fit the disk cache) are fetched with ``Range`` into a memory LRU bounded in
-  bytes (``--cache-size``).
-* **Large downloads** keep their newest 16 MiB in memory, where the readers following them are
+* **Streams.** Bytes come from the server in *streams*: sequential transfers into the disk
+  cache that start where a read needs bytes the mount does not hold. A stream fetches a
+  *window* at a time: the first covers the read that started it; each later read that reaches
+  into the newest window asks for the next one, twice as large (up to :data:`MAX_WINDOW`), so
+  a sequential reader is served by a few growing requests while a reader that looks at a few
+  kilobytes costs a block or so. Readers wait only until the bytes they asked for are in.
+* **With Range** (the server answered a ranged request with a 206 and a matching
+  ``Content-Range``; learned per server), each window is one ranged request. A read far from
+  every stream starts a stream of its own there; streams stop where bytes are already held or
+  where another stream begins, so no byte is fetched twice, and a later read of the whole file
+  fetches only what is missing.
+* **Without Range** (the real service's default) a download cannot start mid-file, so a file
+  has one stream, one ``GET`` from byte 0, which is *paused* (not read further, the connection
+  kept) once it is a window ahead of its readers, and goes on when they do: a paused ``less``
+  does not cost a new download. Once the last handle of the file closes, the stream stops at
+  the end of its window, or if a handle reopens within :data:`LINGER_SECONDS` goes on. A read
+  far ahead waits for the stream to pass it (every byte before it is needed anyway) and keeps
+  them all. What a stream fetched stays, as a prefix, for later readers; a stream started
+  later (a new ``GET`` from 0) keeps only the bytes after it.
+* **Partial files.** A file the mount holds only in part is a sparse file in the disk cache
+  whose ranges are kept in memory (:class:`~openai_fs.core.ranges.RangeSet`); once all its
+  bytes are there it becomes a whole file, reused by later mounts (see :class:`DiskCache`).
+* **Large streams** keep their newest 16 MiB in memory, where the readers following them are
   answered, and write to the disk cache with ``O_DIRECT`` (see :mod:`openai_fs.download_ring`):
   the page cache is not filled twice with one file, and no byte is copied back out of it.
-* **The disk cache** (``--cache-dir``, bounded by ``--disk-cache-size``) holds whole files named
-  by id under a folder per server, evicts the least recently used whole file, and is reused by
-  later mounts.
+* **Blocks.** A file that does not fit the disk cache is read through a memory LRU of 1 MiB
+  blocks bounded in bytes (``--cache-size``), fetched with ``Range`` in windows that double
+  for a sequential reader.
 """
 
 from __future__ import annotations
@@ -27,9 +42,10 @@ import os
 import secrets
 import shutil
 import time
+from contextlib import aclosing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, AsyncIterator
+from typing import TYPE_CHECKING, AsyncIterator, Callable
 
 import cachetools
 import trio
@@ -37,6 +53,7 @@ import trio
 from openai_fs.api import DownloadRefusedError, FileObject, FilesClient
 from openai_fs.core.content_access import ContentAccess, ContentRefused
 from openai_fs.core.download_ring import RING_BYTES, RingDownload, RingPool, direct_io
+from openai_fs.core.ranges import RangeSet
 
 if TYPE_CHECKING:
     import outcome       # trio's own dependency: what a worker thread hands back
@@ -44,10 +61,15 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 BLOCK_SIZE = 1024 * 1024
-#: files up to this size are always fetched whole, wherever the first read falls
-SMALL_FILE = 8 * BLOCK_SIZE
-#: a read this far beyond a running download fetches its own blocks (when Range works)
-FAR_AHEAD = 32 * BLOCK_SIZE
+#: the largest window a stream asks for at once: a sequential reader is at most two windows
+#: behind its stream (which waits for it to reach the newest one before asking for the next)
+MAX_WINDOW = 64 * BLOCK_SIZE
+#: a stream whose last handle closed goes this far at most beyond its furthest reader ...
+EXTRA_AFTER_CLOSE = 8 * BLOCK_SIZE
+#: ... and then waits this long for a handle to come back before it stops
+LINGER_SECONDS = 10.0
+#: streams a file may have at once (with Range); a new one ends the one idle longest
+MAX_STREAMS = 8
 #: downloaded bytes are written to disk in pieces of about this size: each piece is one hop to
 #: a worker thread, and readers following a download wait for a whole piece (measured on a
 #: cold read of 1 GiB: 4 MiB pieces cost more CPU and time than 1 MiB, with readers waiting
@@ -58,21 +80,38 @@ WRITE_BATCH = BLOCK_SIZE
 MAX_READ_AHEAD_BLOCKS = 16
 
 
+def _align_down(offset: int) -> int:
+    return offset - offset % BLOCK_SIZE
+
+
+def _align_up(offset: int) -> int:
+    return -(-offset // BLOCK_SIZE) * BLOCK_SIZE
+
+
 class DiskCache:
-    """Whole files on disk, by id, least recently used first out.
+    """Files on disk, by id, least recently used first out: whole files, and files the mount
+    holds only some ranges of.
 
     Files of one server live in their own folder (``content/<hash of base URL>/``), so a mount of
-    the emulator and one of the real API never mix. Downloads in progress are ``*.partial``
-    files; a dead mount's leftovers are removed at start.
+    the emulator and one of the real API never mix. A whole file is named by its id alone. A file
+    held in part is a sparse ``<id>.partial-<random>`` file whose ranges only the mount that
+    fetched them knows (they are kept in memory): it is renamed to ``<id>`` once every byte is
+    there, and a later mount, which could not tell its holes from its bytes, removes it at start
+    like a dead mount's other leftovers. A partial file counts by the bytes it holds and is
+    evicted like a whole one.
     """
 
     def __init__(self, root: Path, capacity: int, *, server: str) -> None:
         self.capacity = capacity
         self.folder = root / "content" / hashlib.sha256(server.encode()).hexdigest()[:16]
         self._sizes: dict[str, int] = {}      # insertion order = least recently used first
+        #: file id -> the sparse file holding part of it
+        self._partial: dict[str, Path] = {}
         self._pinned: dict[str, int] = {}
         self._doomed: set[str] = set()
         self.used = 0
+        #: told the id of a partial file that was removed (evicted, or its file deleted)
+        self.on_partial_removed: Callable[[str], None] = lambda file_id: None
 
     def scan(self) -> None:
         """Build the index from the folder (blocking; run in a thread at start)."""
@@ -102,6 +141,8 @@ class DiskCache:
         return self.folder / f"{file_id}.partial-{secrets.token_hex(4)}"
 
     def has(self, file: FileObject) -> bool:
+        if file.id in self._partial:
+            return False
         size = self._sizes.get(file.id)
         if size is None:
             return False
@@ -114,7 +155,7 @@ class DiskCache:
 
     def holds(self, file: FileObject) -> bool:
         """Whether a complete copy of ``file`` is here (without the checks of :meth:`has`)."""
-        return self._sizes.get(file.id) == file.bytes
+        return file.id not in self._partial and self._sizes.get(file.id) == file.bytes
 
     def touch(self, file_id: str) -> None:
         size = self._sizes.pop(file_id, None)
@@ -137,21 +178,46 @@ class DiskCache:
         if not self.reserve(size):
             source.unlink(missing_ok=True)
             return False
+        self.remove(file_id)
         os.replace(source, self.path(file_id))
-        self.remove_index(file_id)
         self._sizes[file_id] = size
         self.used += size
         return True
+
+    # -------------------------------------------------------------- partial files
+
+    def add_partial(self, file_id: str, path: Path) -> None:
+        """``path`` (a new, empty file) holds from now on what is fetched of ``file_id``."""
+        self.remove(file_id)
+        self._partial[file_id] = path
+        self._sizes[file_id] = 0
+
+    def grow(self, file_id: str, count: int) -> None:
+        """``count`` more bytes of the partial file of ``file_id`` are on disk: room is made for
+        them (by evicting others) as it would be for a whole file."""
+        if file_id not in self._partial:
+            return
+        self._sizes[file_id] = self._sizes.pop(file_id) + count
+        self.used += count
+        self._evict(0)
+
+    def complete(self, file_id: str) -> None:
+        """The partial file of ``file_id`` holds every byte: it becomes the whole file."""
+        path = self._partial.pop(file_id)
+        os.replace(path, self.path(file_id))
+
+    # ------------------------------------------------------------------ pins
 
     def pin(self, file_id: str) -> None:
         self._pinned[file_id] = self._pinned.get(file_id, 0) + 1
         if file_id in self._sizes:
             self.touch(file_id)
-            # the mtime carries the use order to the next mount (see scan)
-            try:
-                os.utime(self.path(file_id))
-            except OSError:
-                pass
+            if file_id not in self._partial:
+                # the mtime carries the use order to the next mount (see scan)
+                try:
+                    os.utime(self.path(file_id))
+                except OSError:
+                    pass
 
     def unpin(self, file_id: str) -> None:
         count = self._pinned.get(file_id, 0) - 1
@@ -174,8 +240,11 @@ class DiskCache:
             self.remove(file_id)
 
     def remove(self, file_id: str) -> None:
+        partial = self._partial.pop(file_id, None)
         if self.remove_index(file_id):
-            self.path(file_id).unlink(missing_ok=True)
+            (partial or self.path(file_id)).unlink(missing_ok=True)
+        if partial is not None:
+            self.on_partial_removed(file_id)
 
     def remove_index(self, file_id: str) -> bool:
         size = self._sizes.pop(file_id, None)
@@ -195,46 +264,126 @@ class DiskCache:
 
 
 @dataclass(eq=False)
-class Download:
-    """One whole-file download into the disk cache, followed by its readers."""
+class Partial:
+    """What the mount holds of one file that is not whole in the disk cache: a sparse file,
+    the ranges of it that hold real bytes, and the streams filling it."""
 
     file: FileObject
-    partial: Path
-    fd: int
-    #: bytes of the file its readers can have so far (always a prefix): written to the partial
-    #: file, or, for a download through a ring, received into the ring
-    available: int = 0
-    #: the memory a large download passes through (None: written through the page cache)
-    ring: RingDownload | None = None
-    #: a plain descriptor of the partial file, for readers the ring has left behind (the
-    #: download's own descriptor is O_DIRECT, which takes only aligned reads)
-    read_fd: int = -1
+    path: Path
+    #: a plain descriptor for readers (stream writes go through their own)
+    read_fd: int
+    #: the bytes on disk
+    present: RangeSet = field(default_factory=RangeSet)
+    streams: list[Stream] = field(default_factory=list)
+    #: a disk failure: the partial file is given up and every reader waiting on it fails
     error: BaseException | None = None
-    done: trio.Event = field(default_factory=trio.Event)
+    _changed: trio.Event = field(default_factory=trio.Event)
+
+    def changed(self) -> None:
+        self._changed.set()
+        self._changed = trio.Event()
+
+    async def wait_changed(self) -> None:
+        await self._changed.wait()
+
+    def missing(self, start: int, end: int) -> int | None:
+        """The first byte of ``[start, end)`` neither on disk nor received by a stream."""
+        at = start
+        while at < end:
+            held = self.present.run_end(at)
+            for stream in self.streams:
+                if stream.start <= at < stream.pos:
+                    held = max(held, stream.pos)
+            if held == at:
+                return at
+            at = held
+        return None
+
+
+@dataclass(eq=False)
+class Stream:
+    """One sequential transfer of a file's bytes into its partial file, from ``start`` on.
+
+    ``[start, pos)`` has been received. The stream may go on up to ``limit``: the end of its
+    newest *window*, which began at ``window_start`` and is ``window`` bytes long; readers
+    move it on with :meth:`want`. With Range each window is fetched by a ranged request;
+    without, the stream is one whole-file request read only as far as ``limit``.
+    """
+
+    partial: Partial
+    start: int
+    limit: int
+    window: int
+    ranged: bool
+    pos: int = -1
+    window_start: int = 0
+    #: the furthest end a reader asked of this stream
+    wanted: int = 0
+    ring: RingDownload | None = None
+    #: where its bytes go (made at the first byte: see _sink_for) and through which descriptor
+    sink: _Sink | None = None
+    fd: int = -1
+    done: bool = False
+    error: BaseException | None = None
+    #: set when nobody needs the stream any more (it ends as soon as it can)
+    stopping: bool = False
     started: float = field(default_factory=time.time)
-    _progress: trio.Event = field(default_factory=trio.Event)
+    idle_since: float = field(default_factory=time.monotonic)
+    scope: trio.CancelScope = field(default_factory=trio.CancelScope)
+    _moved: trio.Event = field(default_factory=trio.Event)
+
+    def __post_init__(self) -> None:
+        if self.pos < 0:
+            self.pos = self.start
+        self.window_start = self.limit
+
+    @property
+    def size(self) -> int:
+        return self.partial.file.bytes
 
     def as_dict(self) -> dict[str, object]:
         """For ``openai-fs status``."""
+        file = self.partial.file
         elapsed = max(time.time() - self.started, 1e-6)
-        return {"path": f"{self.file.purpose}/{self.file.filename} ({self.file.id})",
-                "bytes_received": self.available, "bytes_total": self.file.bytes,
-                "seconds": round(elapsed, 1),
-                "bytes_per_second": int(self.available / elapsed)}
+        received = self.pos - self.start
+        return {"path": f"{file.purpose}/{file.filename} ({file.id})",
+                "bytes_received": received, "bytes_total": file.bytes,
+                "from": self.start, "seconds": round(elapsed, 1),
+                "bytes_per_second": int(received / elapsed)}
 
-    def advance(self, available: int) -> None:
-        self.available = available
-        self._progress.set()
-        self._progress = trio.Event()
+    def serves(self, at: int) -> bool:
+        """Whether a read that needs byte ``at`` should wait for this stream rather than start
+        one of its own: ``at`` is ahead of it and within its reach (without Range, everything
+        ahead is)."""
+        if self.done or self.stopping or at < self.pos:
+            return False
+        return not self.ranged or at < self.limit + self.window
 
-    async def wait_change(self) -> None:
-        await self._progress.wait()
+    def want(self, end: int) -> None:
+        """A reader asks for bytes up to ``end``: the stream goes on to ``end``, and, when the
+        reader has reached its newest window, one window further, twice as large as the last
+        (up to :data:`MAX_WINDOW`)."""
+        if end <= self.wanted:
+            return
+        self.wanted = end
+        if end > self.limit:
+            self.limit = min(self.size, _align_up(end))
+        while self.wanted > self.window_start and self.limit < self.size:
+            self.window = min(self.window * 2, MAX_WINDOW)
+            self.window_start = self.limit
+            self.limit = min(self.size, self.limit + self.window)
+        self.moved()
 
-    async def wait_until(self, end: int) -> None:
-        while self.available < end and not self.done.is_set():
-            await self._progress.wait()
-        if self.available < end and self.error is not None:
-            raise self.error
+    def moved(self) -> None:
+        self._moved.set()
+        self._moved = trio.Event()
+
+    async def wait_moved(self) -> None:
+        await self._moved.wait()
+
+    def stop(self) -> None:
+        self.stopping = True
+        self.moved()
 
 
 @dataclass(eq=False)
@@ -256,10 +405,11 @@ class _Fetch:
 class CacheStatistics:
     disk_hits: int = 0
     memory_hits: int = 0
+    #: streams started (each one or more requests)
     downloads: int = 0
-    #: downloads that went through a ring and O_DIRECT writes
+    #: streams that went through a ring and O_DIRECT writes
     ring_downloads: int = 0
-    #: reads of such a download that had fallen so far behind it that they were read from disk
+    #: reads of such a stream that had fallen so far behind it that they were read from disk
     ring_misses: int = 0
     block_fetches: int = 0
 
@@ -278,7 +428,7 @@ class ContentCache:
         self.access = access or ContentAccess()
         #: --cache-size: blocks and rings together stay within it
         self.memory_budget = memory_bytes
-        # Rings for large downloads come out of the memory budget: up to two, while they take
+        # Rings for large streams come out of the memory budget: up to two, while they take
         # no more than half of it.
         self._rings = RingPool(min(2, memory_bytes // (2 * RING_BYTES)))
         self.memory: cachetools.LRUCache[tuple[str, int], bytes] = cachetools.LRUCache(
@@ -287,13 +437,17 @@ class ContentCache:
         self._direct_io: bool | None = None
         self.memory_enabled = memory_bytes >= BLOCK_SIZE
         self._nursery = nursery
-        self._downloads: dict[str, Download] = {}
+        #: files held in part on disk (and being fetched), by id
+        self._partials: dict[str, Partial] = {}
+        #: open handles by file id (a stream without Range waits for them, see Stream)
+        self._handles: dict[str, int] = {}
         #: (file id, block) -> the fetch in flight that brings that block
         self._fetches: dict[tuple[str, int], _Fetch] = {}
         #: file id -> (where its last block read ended, the read-ahead window in blocks)
         self._sequence: cachetools.LRUCache[str, tuple[int, int]] = cachetools.LRUCache(4096)
         self._open_fds: dict[str, int] = {}
         self.stats = CacheStatistics()
+        disk.on_partial_removed = self._forget_partial
 
     # ----------------------------------------------------------------- reads
 
@@ -304,37 +458,39 @@ class ContentCache:
 
     async def read_for_reply(self, file: FileObject, offset: int,
                              size: int) -> bytes | memoryview:
-        """As :meth:`read`, but possibly a view of a download's ring, which stays valid only
+        """As :meth:`read`, but possibly a view of a stream's ring, which stays valid only
         until the caller next awaits: made for a FUSE reply, which pyfuse3 copies to the
         kernel before anything else runs, and saves copying every byte once more."""
         if offset >= file.bytes or size <= 0:
             return b""
-        size = min(size, file.bytes - offset)
-        end = offset + size
-        if self.disk.has(file):
-            self.stats.disk_hits += 1
-            return self._pread_cached(file.id, offset, size)
-        download = self._downloads.get(file.id)
-        if download is not None and (offset - download.available < FAR_AHEAD
-                                     or self.client.range_supported is False
-                                     or not self.memory_enabled):
-            return await self._read_following(download, offset, end)
-        if download is None and self._fetch_whole(file, offset):
-            return await self._read_following(self._start_download(file), offset, end)
-        return await self._read_blocks(file, offset, end)
+        end = min(offset + size, file.bytes)
+        while True:
+            if self.disk.has(file):
+                self.stats.disk_hits += 1
+                return self._pread_cached(file.id, offset, end - offset)
+            if not self.disk.fits(file.bytes):
+                return await self._read_blocks(file, offset, end)
+            partial = self._partials.get(file.id) or self._new_partial(file)
+            piece = await self._read_partial(partial, offset, end)
+            if piece is not None:
+                return piece
+            # the partial file became whole, or was evicted, while this read waited: again
 
     async def fetch_whole(self, file: FileObject) -> bool:
         """Make sure the whole file is in the disk cache (used before deleting a file that is
         still open). False when it cannot be kept there."""
-        if self.disk.has(file):
-            return True
-        if not self.disk.fits(file.bytes):
-            return False
-        download = self._downloads.get(file.id) or self._start_download(file)
-        await download.done.wait()
-        if download.error is not None:
-            raise download.error
-        return self.disk.has(file)
+        while not self.disk.has(file):
+            if not self.disk.fits(file.bytes):
+                return False
+            partial = self._partials.get(file.id) or self._new_partial(file)
+            if await self._read_partial(partial, 0, file.bytes, keep=False) is not None:
+                while self._partials.get(file.id) is partial and (
+                        partial.streams or partial.error is not None):
+                    if partial.error is not None:
+                        raise partial.error
+                    await partial.wait_changed()
+                self._settle(partial)
+        return True
 
     async def copy_into(self, file: FileObject, path: Path, fd: int) -> None:
         """Write the whole content of ``file`` into the local file ``path`` (open as ``fd``):
@@ -350,159 +506,28 @@ class ContentCache:
             await trio.to_thread.run_sync(os.pwrite, fd, chunk, at)
             at += len(chunk)
 
-    def _fetch_whole(self, file: FileObject, offset: int) -> bool:
-        if not self.disk.fits(file.bytes):
-            return False
-        return (offset == 0 or file.bytes <= SMALL_FILE or not self.memory_enabled
-                or self.client.range_supported is False)
-
     def holds(self, file: FileObject) -> bool:
         """Whether the mount has all of ``file``'s bytes without asking the server."""
         return self.disk.holds(file)
 
-    async def _stream(self, file: FileObject, *, offset: int = 0,
-                      length: int | None = None) -> AsyncIterator[tuple[int, bytes]]:
+    async def _stream(self, file: FileObject, *, offset: int = 0, length: int | None = None,
+                      ask_end: int | None = None) -> AsyncIterator[tuple[int, bytes]]:
         """The client's content stream of ``file``, minding which purposes the server refuses:
         none is asked for once its purpose is known refused, and a refusal teaches that."""
         if self.access.state(file.purpose) is False:
             raise ContentRefused(f"{file.purpose}/{file.filename}", file.purpose)
         served = False
         try:
-            async for at, chunk in self.client.stream_content(file.id, offset=offset,
-                                                              length=length):
-                if not served:
-                    self.access.served(file.purpose)
-                    served = True
-                yield at, chunk
+            async with aclosing(self.client.stream_content(
+                    file.id, offset=offset, length=length, ask_end=ask_end)) as chunks:
+                async for at, chunk in chunks:
+                    if not served:
+                        self.access.served(file.purpose)
+                        served = True
+                    yield at, chunk
         except DownloadRefusedError as exc:
             self.access.refused(file.purpose, exc.message)
             raise ContentRefused(f"{file.purpose}/{file.filename}", file.purpose) from None
-
-    # ------------------------------------------------------- whole downloads
-
-    def _start_download(self, file: FileObject) -> Download:
-        partial = self.disk.partial_path(file.id)
-        fd = os.open(partial, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
-        download = Download(file, partial, fd)
-        self._downloads[file.id] = download
-        self.stats.downloads += 1
-        if file.bytes > RING_BYTES:
-            self._give_ring(download)
-        self._nursery.start_soon(self._run_download, download)
-        return download
-
-    def _give_ring(self, download: Download) -> None:
-        """Let a large download pass through a ring, when one is free and the disk cache's
-        filesystem takes O_DIRECT."""
-        if self._direct_io is False:
-            return
-        memory = self._rings.take()
-        if memory is None:
-            return
-        try:
-            self._direct_io = direct_io(download.fd, probe=self._direct_io is None)
-        except OSError as exc:
-            log.debug("no direct writes to %s: %s", download.partial, exc)
-            self._direct_io = False
-        if not self._direct_io:
-            self._rings.give_back(memory)
-            return
-        try:
-            download.read_fd = os.open(download.partial, os.O_RDONLY | os.O_CLOEXEC)
-        except OSError as exc:      # out of descriptors: this one goes the plain way
-            log.debug("no reader for %s: %s", download.partial, exc)
-            direct_io(download.fd, on=False)
-            self._rings.give_back(memory)
-            return
-        ring = RingDownload(memory, download.fd, download.file.bytes,
-                            changed=lambda: download.advance(ring.received),
-                            wait_change=download.wait_change)
-        download.ring = ring
-        self.stats.ring_downloads += 1
-
-    async def _run_download(self, download: Download) -> None:
-        file = download.file
-        ring = download.ring
-        writer = _WriteBehind(download) if ring is None else None
-        if ring is not None:
-            self._nursery.start_soon(ring.write_blocks)
-        try:
-            if ring is not None:
-                async for at, chunk in self._stream(file):
-                    await ring.put(at, chunk)
-                ring.finish()
-                await ring.settle()
-                if ring.error is not None:
-                    raise ring.error
-                on_disk = ring.written
-            else:
-                assert writer is not None
-                await self._write_behind(download, writer)
-                on_disk = download.available
-            if on_disk != file.bytes:
-                raise OSError(errno.EIO, f"the server sent {on_disk} bytes of "
-                                         f"{file.id}, its size is {file.bytes}")
-            self.disk.add(file.id, download.partial)
-        except BaseException as exc:
-            download.error = exc if isinstance(exc, Exception) else OSError(
-                errno.EINTR, "the download was interrupted")
-            download.partial.unlink(missing_ok=True)
-            if not isinstance(exc, Exception):
-                raise
-            log.debug("download of %s failed: %s", file.id, exc)
-        finally:
-            # the descriptor is closed (and the ring's memory lent again) only once no worker
-            # thread writes to it any more
-            if ring is not None:
-                ring.finish()
-                await ring.settle()
-                download.ring = None
-                self._rings.give_back(ring.memory)
-            elif writer is not None:
-                await writer.settle()
-            for fd in (download.fd, download.read_fd):
-                if fd >= 0:
-                    os.close(fd)
-            download.fd = download.read_fd = -1
-            if self._downloads.get(file.id) is download:
-                del self._downloads[file.id]
-            download.done.set()
-            download.advance(download.available)
-
-    async def _write_behind(self, download: Download, writer: _WriteBehind) -> None:
-        """Receive the body into the partial file through the page cache."""
-        pending: list[bytes] = []
-        pending_at = 0
-        pending_size = 0
-        async for at, chunk in self._stream(download.file):
-            if not pending:
-                pending_at = at
-            pending.append(chunk)
-            pending_size += len(chunk)
-            if pending_size >= WRITE_BATCH:
-                await writer.write(pending_at, pending)
-                pending, pending_size = [], 0
-        if pending:
-            await writer.write(pending_at, pending)
-        await writer.wait()
-
-    async def _read_following(self, download: Download, offset: int,
-                              end: int) -> bytes | memoryview:
-        await download.wait_until(end)
-        if download.ring is not None:
-            piece = download.ring.get(offset, end)
-            if piece is not None:
-                return piece
-            # gone from the ring, so already on disk
-            self.stats.ring_misses += 1
-            return os.pread(download.read_fd, end - offset, offset)
-        if download.fd >= 0:        # still running: read what it has written
-            return os.pread(download.fd, end - offset, offset)
-        if download.error is not None:
-            # it failed after receiving these bytes: its ring is gone and its partial file
-            # deleted, so the reader gets the download's error (not ENOENT from the cache)
-            raise download.error
-        return self._pread_cached(download.file.id, offset, end - offset)
 
     def _pread_cached(self, file_id: str, offset: int, size: int) -> bytes:
         # The bytes were just downloaded or were read before: they sit in the page cache, and a
@@ -513,6 +538,346 @@ class ContentCache:
             self._open_fds[file_id] = fd
         self.disk.touch(file_id)
         return os.pread(fd, size, offset)
+
+    # ------------------------------------------------------- partial files
+
+    def _new_partial(self, file: FileObject) -> Partial:
+        path = self.disk.partial_path(file.id)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        partial = Partial(file, path, fd)
+        self.disk.add_partial(file.id, path)
+        self._partials[file.id] = partial
+        return partial
+
+    async def _read_partial(self, partial: Partial, offset: int, end: int, *,
+                            keep: bool = True) -> bytes | memoryview | None:
+        """Bytes ``[offset, end)`` of a partly held file, once they are there (``keep=False``:
+        only wait for that, and answer ``b""``); None when the partial file became whole or
+        went away meanwhile."""
+        waited_on: Stream | None = None
+        while True:
+            if waited_on is not None and waited_on.done and not partial.present.covers(offset, end):
+                if waited_on.error is not None:
+                    raise waited_on.error
+                if waited_on.pos == waited_on.start and not waited_on.stopping:
+                    # it ended without bringing a byte: asking again would only spin
+                    raise OSError(errno.EIO, f"no bytes of {partial.file.id} from "
+                                             f"{waited_on.start} could be fetched")
+            if partial.error is not None:
+                raise partial.error
+            if self._partials.get(partial.file.id) is not partial:
+                return None
+            piece = self._gather(partial, offset, end) if keep else (
+                b"" if partial.present.covers(offset, end) else None)
+            gap = None if piece is not None else partial.missing(offset, end)
+            stream = self._stream_for(partial, offset, end, gap)
+            if piece is not None:
+                return piece
+            waited_on = stream or waited_on
+            await partial.wait_changed()
+
+    def _gather(self, partial: Partial, offset: int, end: int) -> bytes | memoryview | None:
+        """``[offset, end)`` from the partial file and the rings of its streams; None unless
+        all of it is there. A ring's bytes come as a view (see :meth:`read_for_reply`)."""
+        pieces: list[bytes | memoryview] = []
+        at = offset
+        while at < end:
+            for stream in partial.streams:
+                ring = stream.ring
+                if ring is not None and ring.held_end(at) > at:
+                    take = min(ring.held_end(at), end)
+                    piece = ring.get(at, take)
+                    assert piece is not None
+                    pieces.append(piece)
+                    at = take
+                    break
+            else:
+                held = partial.present.run_end(at)
+                if held == at:
+                    return None
+                take = min(held, end)
+                if any(stream.ring is not None and stream.ring.base <= at
+                       for stream in partial.streams):
+                    self.stats.ring_misses += 1     # a reader the ring left behind
+                pieces.append(os.pread(partial.read_fd, take - at, at))
+                at = take
+        return pieces[0] if len(pieces) == 1 else b"".join(pieces)
+
+    def _stream_for(self, partial: Partial, offset: int, end: int,
+                    gap: int | None) -> Stream | None:
+        """The stream that serves a read of ``[offset, end)`` whose first missing byte is
+        ``gap`` (None: nothing is missing), told how far the reader wants; a new one when a
+        missing byte is out of every stream's reach."""
+        at = offset if gap is None else gap
+        best = None
+        for stream in partial.streams:
+            if stream.done or stream.start > at:
+                continue
+            reach = stream.serves(at) if gap is not None else (
+                not stream.stopping and (not stream.ranged or at < stream.limit + stream.window))
+            if reach and (best is None or stream.start > best.start):
+                best = stream
+        if best is not None:
+            best.want(end)
+            return best
+        if gap is None:
+            return None
+        return self._start_stream(partial, gap, end)
+
+    def _start_stream(self, partial: Partial, gap: int, end: int) -> Stream:
+        file = partial.file
+        ranged = self.client.range_supported is not False
+        # without Range every byte before the gap comes too: keep them all, from the first one
+        # not held (a stream starts at a block, where the ring's O_DIRECT writes can start)
+        first = gap if ranged else partial.present.first_missing(0, gap)
+        start = _align_down(gap if first is None else first)
+        if ranged:
+            # not into bytes held (a stream that broke mid-block left some): from where they end
+            start = partial.present.run_end(start)
+        limit = min(file.bytes, _align_up(end))
+        stream = Stream(partial, start=start, limit=limit,
+                        window=max(BLOCK_SIZE, limit - start), ranged=ranged)
+        stream.wanted = end
+        live = [other for other in partial.streams if not other.stopping]
+        if len(live) >= MAX_STREAMS:
+            min(live, key=lambda other: other.idle_since).stop()
+        partial.streams.append(stream)
+        self.disk.pin(file.id)
+        self.stats.downloads += 1
+        self._nursery.start_soon(self._run_stream, stream)
+        return stream
+
+    async def _run_stream(self, stream: Stream) -> None:
+        partial = stream.partial
+        file = partial.file
+        try:
+            with stream.scope:
+                stream.fd = os.open(partial.path, os.O_WRONLY | os.O_CLOEXEC)
+                while stream.pos < stream.size:
+                    if stream.pos >= stream.limit or stream.stopping:
+                        if not await self._wait_for_readers(stream):
+                            break
+                        continue
+                    if stream.ranged:
+                        end = self._window_end(stream)
+                        if end <= stream.pos:
+                            break       # it ran into bytes held, or into another stream
+                        if not await self._transfer(stream, end):
+                            break
+                        if stream.ranged and end == stream.size and stream.pos < end:
+                            raise OSError(errno.EIO, f"the server sent {stream.pos} bytes of "
+                                                     f"{file.id}, its size is {file.bytes}")
+                    elif not await self._transfer(stream, None):
+                        break
+                    elif stream.pos < stream.size:
+                        raise OSError(errno.EIO, f"the server sent {stream.pos} bytes of "
+                                                 f"{file.id}, its size is {file.bytes}")
+        except Exception as exc:
+            stream.error = exc
+        except BaseException:
+            stream.error = OSError(errno.EINTR, "the download was interrupted")
+            raise
+        finally:
+            with trio.CancelScope(shield=True):
+                if stream.sink is not None:
+                    try:
+                        await stream.sink.close()
+                    except Exception as exc:    # noqa: BLE001 - a disk failure, kept below
+                        stream.error = stream.error or exc
+                    if stream.ring is not None:
+                        self._rings.give_back(stream.ring.memory)
+                        stream.ring = None
+            if stream.fd >= 0:
+                os.close(stream.fd)
+                stream.fd = -1
+            stream.done = True
+            partial.streams.remove(stream)
+            if stream.error is not None:
+                log.debug("stream of %s from %d failed: %s", file.id, stream.start,
+                          stream.error)
+                # the server failed (after its retries), the disk did, or the server sent what
+                # the file cannot be: readers waiting on this file get the error, no partial
+                # copy is kept, and the next read starts afresh
+                partial.error = stream.error
+            self._settle(partial)
+            self.disk.unpin(file.id)
+
+    def _settle(self, partial: Partial) -> None:
+        """After a stream ended: a partial file that holds every byte becomes whole; one that
+        failed, or holds nothing and is not being filled, goes."""
+        file = partial.file
+        if self._partials.get(file.id) is not partial:
+            partial.changed()
+            return
+        if partial.error is not None:
+            for stream in partial.streams:
+                stream.stop()
+                stream.scope.cancel()
+            if not partial.streams:
+                self.disk.remove(file.id)
+        elif partial.present.covers(0, file.bytes):
+            for stream in partial.streams:
+                stream.stop()   # idle ones; none can be fetching what is all there
+            if not partial.streams:
+                self._close_partial(partial)
+                self.disk.complete(file.id)
+                log.debug("%s is whole in the disk cache", file.id)
+        elif partial.present.total == 0 and not partial.streams:
+            self.disk.remove(file.id)
+        partial.changed()
+
+    def _forget_partial(self, file_id: str) -> None:
+        """The disk cache removed a partial file (evicted, or its file deleted)."""
+        partial = self._partials.pop(file_id, None)
+        if partial is not None:
+            for stream in partial.streams:
+                stream.stop()
+                stream.scope.cancel()
+            self._close_partial(partial)
+            partial.changed()
+
+    def _close_partial(self, partial: Partial) -> None:
+        self._partials.pop(partial.file.id, None)
+        if partial.read_fd >= 0:
+            os.close(partial.read_fd)
+            partial.read_fd = -1
+
+    def _window_end(self, stream: Stream) -> int:
+        """Where the next request of a stream with Range ends: at its limit, or where bytes
+        already held or another stream's begin."""
+        partial = stream.partial
+        if partial.present.run_end(stream.pos) > stream.pos:
+            return stream.pos
+        end = stream.limit
+        held = partial.present.next_start(stream.pos)
+        if held is not None:
+            end = min(end, held)
+        for other in partial.streams:
+            if other is not stream and not other.done and other.start > stream.pos:
+                end = min(end, other.start)
+        return end
+
+    async def _transfer(self, stream: Stream, end: int | None) -> bool:
+        """One request of ``stream``: with Range, its window up to ``end``; without, the whole
+        file from 0, read only as far as the stream's limit (bytes before the stream's start
+        are dropped). False when the stream stopped before the body ended."""
+        file = stream.partial.file
+        if stream.ranged:
+            assert end is not None
+            # the last window is asked open-ended, so a server whose file is longer than the
+            # listing says cannot go unnoticed
+            offset, ask_end = stream.pos, (None if end >= file.bytes else end)
+        else:
+            offset, ask_end = 0, None
+        async with aclosing(self._stream(file, offset=offset, ask_end=ask_end)) as body:
+            async for at, chunk in body:
+                if stream.ranged and self.client.range_supported is False:
+                    # the server ignored Range and sends the whole file: the stream goes on
+                    # with this body as a download from 0, keeping every byte it lacks
+                    stream.ranged = False
+                    if stream.sink is None:
+                        first = stream.partial.present.first_missing(0, stream.pos)
+                        if first is not None:
+                            stream.start = stream.pos = _align_down(first)
+                view = memoryview(chunk)
+                if at < stream.pos:
+                    if at + len(view) <= stream.pos:
+                        continue
+                    view = view[stream.pos - at:]
+                    at = stream.pos
+                elif at > stream.pos:
+                    raise OSError(errno.EIO, f"expected bytes from {stream.pos}, got {at}")
+                if at + len(view) > file.bytes:
+                    raise OSError(errno.EIO, f"the server sent more than the {file.bytes} "
+                                             f"bytes of {file.id}")
+                while view:
+                    if not stream.ranged and (stream.pos >= stream.limit or stream.stopping):
+                        if not await self._wait_for_readers(stream):
+                            return False
+                        continue
+                    count = len(view) if stream.ranged else min(len(view),
+                                                                stream.limit - stream.pos)
+                    if stream.sink is None:
+                        stream.sink = self._sink_for(stream)
+                    await stream.sink.put(stream.pos, view[:count])
+                    stream.pos += count
+                    view = view[count:]
+        return True
+
+    async def _wait_for_readers(self, stream: Stream) -> bool:
+        """A stream at its limit waits for a reader to move it on; False when it should stop
+        instead. Without Range it waits as long as the file is open (its connection cannot be
+        had back without fetching from 0 again), and :data:`LINGER_SECONDS` after that; with
+        Range, which costs only a request to go on later, never longer than that."""
+        if stream.sink is not None:
+            await stream.sink.flush()   # readers get what arrived before the stream waits
+        stream.idle_since = time.monotonic()
+        while stream.pos >= stream.limit or stream.stopping:
+            if stream.stopping:
+                return False
+            if not stream.ranged and self._handles.get(stream.partial.file.id, 0) > 0:
+                await stream.wait_moved()
+                continue
+            with trio.move_on_after(LINGER_SECONDS) as waiting:
+                await stream.wait_moved()
+            if waiting.cancelled_caught:
+                return False
+        return True
+
+    def _sink_for(self, stream: Stream) -> _Sink:
+        """Where a stream's bytes go: through a ring and O_DIRECT writes for a large file, when
+        a ring is free and the disk cache's filesystem takes O_DIRECT; else the page cache."""
+        partial = stream.partial
+        file = partial.file
+        if file.bytes > RING_BYTES and self._direct_io is not False and \
+                stream.pos % BLOCK_SIZE == 0:
+            memory = self._rings.take()
+            if memory is not None:
+                if self._direct_io is None:
+                    self._direct_io = self._probe_direct_io()
+                try:
+                    if self._direct_io and direct_io(stream.fd, probe=False):
+                        on_disk = [stream.pos]
+
+                        def changed() -> None:
+                            if ring.written > on_disk[0]:
+                                self._add_present(partial, on_disk[0], ring.written)
+                                on_disk[0] = ring.written
+                            partial.changed()
+
+                        ring = RingDownload(memory, stream.fd, file.bytes, changed=changed,
+                                            wait_change=partial.wait_changed, base=stream.pos)
+                        stream.ring = ring
+                        self.stats.ring_downloads += 1
+                        return _RingSink(ring, self._nursery)
+                except OSError as exc:
+                    log.debug("no direct writes to %s: %s", partial.path, exc)
+                self._rings.give_back(memory)
+        return _PlainSink(stream.fd, lambda at, end: self._add_present(partial, at, end))
+
+    def _probe_direct_io(self) -> bool:
+        """Whether the disk cache's filesystem takes O_DIRECT writes (tried on a scratch file,
+        since the probe writes and truncates)."""
+        probe = self.disk.folder / f".probe-{secrets.token_hex(4)}.partial"
+        try:
+            fd = os.open(probe, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        except OSError:
+            return False
+        try:
+            return direct_io(fd)
+        except OSError as exc:
+            log.debug("no direct writes to %s: %s", self.disk.folder, exc)
+            return False
+        finally:
+            os.close(fd)
+            probe.unlink(missing_ok=True)
+
+    def _add_present(self, partial: Partial, start: int, end: int) -> None:
+        before = partial.present.total
+        partial.present.add(start, end)
+        if self._partials.get(partial.file.id) is partial:
+            self.disk.grow(partial.file.id, partial.present.total - before)
+        partial.changed()
 
     # ------------------------------------------------------------- blocks
 
@@ -606,9 +971,25 @@ class ContentCache:
         return self.disk.add(file.id, path)
 
     def pin(self, file_id: str) -> None:
+        """A handle of the file opened."""
         self.disk.pin(file_id)
+        self._handles[file_id] = self._handles.get(file_id, 0) + 1
 
     def unpin(self, file_id: str) -> None:
+        """A handle of the file closed. Once the last has, a stream without Range goes on at
+        most :data:`EXTRA_AFTER_CLOSE` beyond its furthest reader, then waits for a new
+        handle a while (see _wait_for_readers)."""
+        count = self._handles.get(file_id, 0) - 1
+        if count > 0:
+            self._handles[file_id] = count
+        else:
+            self._handles.pop(file_id, None)
+            partial = self._partials.get(file_id)
+            for stream in partial.streams if partial is not None else ():
+                if not stream.ranged:
+                    reader = max(stream.pos, _align_up(stream.wanted))
+                    stream.limit = min(stream.limit, reader + EXTRA_AFTER_CLOSE)
+                stream.moved()
         self.disk.unpin(file_id)
         if not self.disk.is_pinned(file_id):
             fd = self._open_fds.pop(file_id, None)
@@ -617,7 +998,7 @@ class ContentCache:
 
     def discard(self, file_id: str) -> None:
         """The file was deleted: it leaves the memory cache now and the disk cache as soon as
-        no handle has it open."""
+        no handle has it open (or stream fills it)."""
         for key in [key for key in self.memory if key[0] == file_id]:
             self.memory.pop(key, None)
         self._sequence.pop(file_id, None)
@@ -628,6 +1009,7 @@ class ContentCache:
         the blocks plus the rings that exist, ``memory_limit`` is ``--cache-size``, and the
         parts say what is in it."""
         rings = self._rings.mapped * RING_BYTES
+        streams = [stream for partial in self._partials.values() for stream in partial.streams]
         return {**self.stats.as_dict(), "memory_bytes": self.memory.currsize + rings,
                 "memory_limit": self.memory_budget,
                 "memory_blocks_bytes": self.memory.currsize,
@@ -637,29 +1019,96 @@ class ContentCache:
                 "memory_rings_bytes": rings, "memory_rings_in_use": self._rings.lent,
                 "memory_rings_max": self._rings.count, "memory_ring_size": RING_BYTES,
                 "disk_bytes": self.disk.used,
-                "disk_limit": self.disk.capacity, "downloads_running": len(self._downloads),
-                "downloading": [download.as_dict() for download in self._downloads.values()]}
+                "disk_limit": self.disk.capacity, "downloads_running": len(streams),
+                "downloading": [stream.as_dict() for stream in streams]}
 
     def close(self) -> None:
         for fd in self._open_fds.values():
             os.close(fd)
         self._open_fds.clear()
+        for partial in list(self._partials.values()):
+            self._close_partial(partial)
         self._rings.close()
 
 
-class _WriteBehind:
-    """A download's disk writes, one at a time in a worker thread, each overlapping the receipt
-    of the next piece (a download that waited for every write before reading its socket again
-    left the network idle while the disk worked). Readers following the download are let on
-    only once a piece is written."""
+class _Sink:
+    """Where a stream puts its bytes, in order: the partial file (see the two kinds below)."""
 
-    def __init__(self, download: Download) -> None:
-        self.download = download
+    async def put(self, at: int, data: memoryview) -> None:
+        raise NotImplementedError
+
+    async def flush(self) -> None:
+        """Make what was put readable (the stream is about to wait)."""
+
+    async def close(self) -> None:
+        """Flush, and wait until nothing uses the descriptor any more; raises a disk failure."""
+
+
+class _RingSink(_Sink):
+    """Through a ring: readers are answered from its memory, full blocks go to disk with
+    O_DIRECT (by the ring's writer task, started here)."""
+
+    def __init__(self, ring: RingDownload, nursery: trio.Nursery) -> None:
+        self.ring = ring
+        nursery.start_soon(ring.write_blocks)
+
+    async def put(self, at: int, data: memoryview) -> None:
+        await self.ring.put(at, data)
+
+    async def close(self) -> None:
+        self.ring.finish()
+        await self.ring.settle()
+        if self.ring.error is not None:
+            raise self.ring.error
+
+
+class _PlainSink(_Sink):
+    """Through the page cache, in pieces of about :data:`WRITE_BATCH` (see _WriteBehind)."""
+
+    def __init__(self, fd: int, on_written: Callable[[int, int], None]) -> None:
+        self.writer = _WriteBehind(fd, on_written)
+        self._pending: list[memoryview] = []
+        self._at = 0
+        self._size = 0
+
+    async def put(self, at: int, data: memoryview) -> None:
+        if not self._pending:
+            self._at = at
+        self._pending.append(data)
+        self._size += len(data)
+        if self._size >= WRITE_BATCH:
+            await self._send()
+
+    async def _send(self) -> None:
+        if self._pending:
+            pending, self._pending, self._size = self._pending, [], 0
+            await self.writer.write(self._at, pending)
+
+    async def flush(self) -> None:
+        await self._send()
+        await self.writer.wait()
+
+    async def close(self) -> None:
+        try:
+            await self.flush()
+        finally:
+            await self.writer.settle()
+
+
+class _WriteBehind:
+    """A stream's disk writes, one at a time in a worker thread, each overlapping the receipt
+    of the next piece (a download that waited for every write before reading its socket again
+    left the network idle while the disk worked). Readers following the stream are let on
+    only once a piece is written (``on_written(start, end)``)."""
+
+    def __init__(self, fd: int, on_written: Callable[[int, int], None]) -> None:
+        self.fd = fd
+        self.on_written = on_written
         self._done: trio.Event | None = None
         self._outcome: outcome.Outcome | None = None
-        self._end = 0
+        self._span = (0, 0)
 
-    async def write(self, at: int, pieces: list[bytes]) -> None:
+    async def write(self, at: int, pieces: list[memoryview]) -> None:
         """Start writing ``pieces`` at ``at`` once the write before has finished (raising what
         that one raised)."""
         await self.wait()
@@ -670,9 +1119,8 @@ class _WriteBehind:
             self._outcome = result
             token.run_sync_soon(done.set)
 
-        self._end = at + sum(len(piece) for piece in pieces)
-        trio.lowlevel.start_thread_soon(
-            lambda: _pwritev_all(self.download.fd, pieces, at), deliver)
+        self._span = (at, at + sum(len(piece) for piece in pieces))
+        trio.lowlevel.start_thread_soon(lambda: _pwritev_all(self.fd, pieces, at), deliver)
 
     async def wait(self) -> None:
         """Wait for the write in flight, if any, and raise what it raised."""
@@ -680,7 +1128,7 @@ class _WriteBehind:
         result, self._outcome = self._outcome, None
         if result is not None:
             result.unwrap()
-            self.download.advance(max(self.download.available, self._end))
+            self.on_written(*self._span)
 
     async def settle(self) -> None:
         """Wait for the write in flight to end; not cancellable, since its thread goes on
@@ -691,8 +1139,8 @@ class _WriteBehind:
             self._done = None
 
 
-def _pwritev_all(fd: int, pieces: list[bytes], offset: int) -> None:
-    views = [memoryview(piece) for piece in pieces if piece]
+def _pwritev_all(fd: int, pieces: list[memoryview], offset: int) -> None:
+    views = [piece for piece in pieces if len(piece)]
     while views:
         written = os.pwritev(fd, views, offset)
         offset += written

@@ -120,23 +120,28 @@ class RingPool:
 
 
 class RingDownload:
-    """One download's bytes on their way from the network to the disk cache file.
+    """One stream's bytes on their way from the network to the disk cache file.
 
-    The receiving task calls :meth:`put` with the body in order and :meth:`finish` at the end;
+    The stream's bytes start at ``base`` (a multiple of :data:`BLOCK_BYTES`; 0 for a download of
+    the whole file) and are kept at their own offsets in the file of ``size`` bytes. The
+    receiving task calls :meth:`put` with the body in order and :meth:`finish` at the end;
     :meth:`write_blocks` runs beside it (in the cache's nursery) and writes each full block with
     ``O_DIRECT``. ``changed`` is called whenever ``received`` or ``written`` moves or the writer
     fails, so readers and the receiver can wait on one event.
     """
 
     def __init__(self, memory: mmap.mmap, fd: int, size: int, changed: Callable[[], None],
-                 wait_change: Callable[[], Awaitable[None]]) -> None:
+                 wait_change: Callable[[], Awaitable[None]], *, base: int = 0) -> None:
+        if base % BLOCK_BYTES:
+            raise ValueError(f"a ring starts at a block boundary, not at {base}")
         self.memory = memory
         self.fd = fd
         self.size = size
-        #: bytes received so far: readers may have them (always a prefix of the file)
-        self.received = 0
-        #: bytes on disk so far (a prefix; whole blocks until the last)
-        self.written = 0
+        self.base = base
+        #: end of the bytes received so far: readers may have ``[base, received)``
+        self.received = base
+        #: end of the bytes on disk so far (from ``base``; whole blocks until the last)
+        self.written = base
         self.error: Exception | None = None
         self._view = memoryview(memory)
         self._holds = [-1] * SLOTS      # the block of the file each slot holds
@@ -145,7 +150,7 @@ class RingDownload:
         self._receiving = True
         self._writer_done = trio.Event()
         #: where the furthest read from the ring ended, and when it was
-        self._read_end = 0
+        self._read_end = base
         self._read_at = -READER_IDLE
         self._reader_moved = trio.Event()
 
@@ -232,6 +237,17 @@ class RingDownload:
             self._writer_done.set()
 
     # -------------------------------------------------------------- reading
+
+    def held_end(self, at: int) -> int:
+        """The end of the bytes from ``at`` on that the ring can answer (``at``: none)."""
+        if not self.base <= at < self.received:
+            return at
+        block = at // BLOCK_BYTES
+        end = at
+        while block * BLOCK_BYTES < self.received and self._holds[block % SLOTS] == block:
+            end = min((block + 1) * BLOCK_BYTES, self.received)
+            block += 1
+        return end
 
     def get(self, offset: int, end: int) -> memoryview | bytes | None:
         """Bytes ``[offset, end)`` (all received) from the ring; None when some have left it,

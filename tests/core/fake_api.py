@@ -46,6 +46,9 @@ class Call:
     file: tuple[str, bytes, str] | None = None
     #: the x-request-id the fake answered with
     request_id: str = ""
+    #: bytes of a content body handed to the client so far (less than the body when the client
+    #: stopped reading it)
+    sent: int = 0
 
 
 @dataclass
@@ -60,13 +63,16 @@ class _Fault:
 class _Chunks(httpx.AsyncByteStream):
     """A body sent in pieces, with a checkpoint between them (so readers interleave)."""
 
-    def __init__(self, body: bytes, chunk_size: int) -> None:
-        self.body, self.chunk_size = body, chunk_size
+    def __init__(self, body: bytes, chunk_size: int, call: Call | None = None) -> None:
+        self.body, self.chunk_size, self.call = body, chunk_size, call
 
     async def __aiter__(self):
         for at in range(0, len(self.body), self.chunk_size):
             await trio.lowlevel.checkpoint()
-            yield self.body[at:at + self.chunk_size]
+            chunk = self.body[at:at + self.chunk_size]
+            if self.call is not None:
+                self.call.sent += len(chunk)
+            yield chunk
 
 
 class FakeFilesAPI:
@@ -141,6 +147,10 @@ class FakeFilesAPI:
 
     def of(self, kind: str) -> list[Call]:
         return [call for call in self.calls if call.kind == kind]
+
+    def content_bytes(self) -> int:
+        """Bytes of content bodies the fake sent, over every content request."""
+        return sum(call.sent for call in self.of("content"))
 
     def by_name(self, filename: str, purpose: str | None = None) -> list[dict[str, Any]]:
         return [obj for obj in self.files.values() if obj["filename"] == filename
@@ -240,7 +250,8 @@ class FakeFilesAPI:
             status, body = 206, data[start:end]
             headers["content-range"] = f"bytes {start}-{end - 1}/{len(data)}"
         headers["content-length"] = str(len(body))
-        return httpx.Response(status, headers=headers, stream=_Chunks(body, self.chunk_size))
+        return httpx.Response(status, headers=headers,
+                              stream=_Chunks(body, self.chunk_size, call))
 
     def _create_file(self, ids, request, call) -> httpx.Response:
         call.fields, files = _multipart(request)

@@ -9,7 +9,8 @@ import pytest
 import trio
 
 from openai_fs.api import FileObject
-from openai_fs.core.cache import BLOCK_SIZE, SMALL_FILE, ContentCache, DiskCache
+from openai_fs.core import cache as cache_module
+from openai_fs.core.cache import BLOCK_SIZE, ContentCache, DiskCache
 
 from .conftest import MiB
 from .fake_api import BASE_URL
@@ -34,64 +35,146 @@ async def read_all(cache: ContentCache, file: FileObject, chunk: int = READ) -> 
     return b"".join(pieces)
 
 
+@pytest.fixture
+def short_linger(monkeypatch):
+    """Streams wait 0.3 s for a handle to come back (real time: their disk writes are
+    threads, which a test clock would jump past)."""
+    monkeypatch.setattr(cache_module, "LINGER_SECONDS", 0.3)
+
+
+async def streams_ended(core, within: float = 10) -> None:
+    """Wait until no stream runs."""
+    with trio.fail_after(within):
+        while core.cache.statistics()["downloads_running"]:
+            await trio.sleep(0.05)
+
+
+#: a file much larger than any window
+LARGE = 96 * MiB + 12345
+
+
 @pytest.mark.parametrize("honour_range", [True, False])
-async def test_reading_a_whole_file_is_one_content_request(fake, core, honour_range):
+async def test_a_whole_sequential_read_fetches_every_byte_once(fake, core, honour_range):
     fake.honour_range = honour_range
-    file, data = add_file(fake, SMALL_FILE + 3 * MiB + 17)
+    file, data = add_file(fake, LARGE)
     assert await read_all(core.cache, file) == data
-    assert fake.count("content") == 1
-    assert fake.of("content")[0].headers.get("range") is None
+    assert fake.content_bytes() == file.bytes           # no byte twice
+    # windows that double up to MAX_WINDOW: a few requests, not one per block
+    assert fake.count("content") <= (10 if honour_range else 1)
+    assert await core.cache.fetch_whole(file)
     assert core.disk.has(file)
-    assert await read_all(core.cache, file) == data        # again: from the disk cache
-    assert fake.count("content") == 1
+    assert await read_all(core.cache, file) == data     # again: from the disk cache
+    assert fake.content_bytes() == file.bytes
 
 
-@pytest.mark.parametrize("honour_range", [True, False])
-async def test_a_small_file_read_from_its_middle_is_fetched_whole(fake, core, honour_range):
-    fake.honour_range = honour_range
-    file, data = add_file(fake, 3 * MiB + 5)
-    assert await core.cache.read(file, 2 * MiB, 1000) == data[2 * MiB:2 * MiB + 1000]
+async def test_a_first_read_fetches_a_window_around_it_with_range(fake, core):
+    file, data = add_file(fake, LARGE)
     assert await core.cache.read(file, 0, 4096) == data[:4096]
-    assert await core.cache.read(file, file.bytes - 10, 4096) == data[-10:]
-    assert fake.count("content") == 1
-
-
-async def test_concurrent_readers_of_one_file_share_one_download(fake, core):
-    file, data = add_file(fake, SMALL_FILE + 2 * MiB)
-    results: list[bytes] = []
-
-    async def reader() -> None:
-        results.append(await read_all(core.cache, file))
-
-    async with trio.open_nursery() as nursery:
-        for _ in range(6):
-            nursery.start_soon(reader)
-    assert results == [data] * 6
-    assert fake.count("content") == 1
-    assert core.cache.stats.downloads == 1
-
-
-async def test_a_read_far_into_a_large_file_fetches_blocks_with_range(fake, core):
-    file, data = add_file(fake, 12 * MiB + 100)
-    offset = 10 * MiB + 5000
-    assert await core.cache.read(file, offset, READ) == data[offset:offset + READ]
+    assert fake.content_bytes() <= BLOCK_SIZE
     [call] = fake.of("content")
-    assert call.headers["range"] == f"bytes={10 * BLOCK_SIZE}-{11 * BLOCK_SIZE - 1}"
-    assert (file.id, 10) in core.cache.memory
-    assert core.cache.stats.downloads == 0 and not core.disk.has(file)
-    # the rest of the block comes from memory
-    assert await core.cache.read(file, offset + READ, READ) == data[offset + READ:offset + 2 * READ]
-    assert fake.count("content") == 1
-    # a read across a block boundary fetches only what is missing, in one request
-    edge = 11 * MiB - 1000
+    assert call.headers["range"] == f"bytes=0-{BLOCK_SIZE - 1}"
+    far = 70 * MiB + 5000
+    assert await core.cache.read(file, far, 4096) == data[far:far + 4096]
+    assert fake.content_bytes() <= 2 * BLOCK_SIZE
+    assert fake.of("content")[1].headers["range"] == f"bytes={70 * MiB}-{71 * MiB - 1}"
+    # the rest of that block is held; a read on into the next block is sequential: it fetches
+    # that block and the next window
+    assert await core.cache.read(file, far + 4096, 8192) == data[far + 4096:far + 12288]
+    assert fake.content_bytes() <= 2 * BLOCK_SIZE
+    edge = 71 * MiB - 1000
     assert await core.cache.read(file, edge, 4000) == data[edge:edge + 4000]
+    assert fake.content_bytes() <= 5 * BLOCK_SIZE
+    assert not core.disk.has(file)
+    # a later whole read fetches only what is missing
+    assert await read_all(core.cache, file) == data
+    assert fake.content_bytes() == file.bytes
+
+
+async def test_sequential_reads_grow_the_window_and_a_far_seek_starts_a_new_one(fake, core):
+    file, data = add_file(fake, LARGE)
+    for offset in range(0, 8 * MiB, READ):
+        assert await core.cache.read(file, offset, READ) == data[offset:offset + READ]
+    await trio.sleep(0.5)                                       # the last window arrives
+    sizes = [call.sent for call in fake.of("content")]
+    assert sizes == sorted(sizes) and sizes[-1] > sizes[0]      # growing windows
+    before = fake.content_bytes()
+    assert before <= 8 * MiB + 2 * 16 * MiB                     # at most two windows ahead
+    far = 80 * MiB
+    assert await core.cache.read(file, far, READ) == data[far:far + READ]
+    assert fake.of("content")[-1].headers["range"].startswith(f"bytes={far}-")
+    assert fake.content_bytes() - before <= BLOCK_SIZE
+
+
+async def test_without_range_a_stream_pauses_with_its_reader_and_stops_after_the_last_close(
+        fake, core, short_linger):
+    fake.honour_range = False
+    file, data = add_file(fake, LARGE)
+    core.cache.pin(file.id)
+    assert await core.cache.read(file, 0, 4096) == data[:4096]
+    await trio.sleep(1)                                 # a paused reader (less)
+    paused = fake.content_bytes()
+    assert paused <= 4 * MiB
+    offset = 2 * MiB                                    # it reads on: the same download
+    assert await core.cache.read(file, offset, READ) == data[offset:offset + READ]
+    assert fake.count("content") == 1
+    core.cache.unpin(file.id)
+    await streams_ended(core)
+    assert fake.content_bytes() <= paused + cache_module.EXTRA_AFTER_CLOSE + 4 * MiB
+    assert not core.disk.has(file)
+    # what it fetched stays: reading it again costs nothing
+    assert await core.cache.read(file, 0, MiB) == data[:MiB]
+    assert fake.count("content") == 1
+
+
+async def test_without_range_a_far_read_after_a_reopen_continues_the_same_download(
+        fake, core, short_linger):
+    fake.honour_range = False
+    file, data = add_file(fake, LARGE)
+    core.cache.pin(file.id)
+    assert await core.cache.read(file, 0, 4096) == data[:4096]
+    core.cache.unpin(file.id)                           # head is done
+    await trio.sleep(0.1)
+    core.cache.pin(file.id)                             # a new open, soon after
+    far = 80 * MiB
+    assert await core.cache.read(file, far, 4096) == data[far:far + 4096]
+    assert fake.count("content") == 1                   # no byte fetched twice
+    assert fake.content_bytes() <= far + 16 * MiB
+    core.cache.unpin(file.id)
+    assert await core.cache.read(file, 40 * MiB, 4096) == data[40 * MiB:40 * MiB + 4096]
+    assert fake.count("content") == 1
+
+
+async def test_without_range_a_later_download_keeps_only_what_is_missing(
+        fake, core, short_linger):
+    fake.honour_range = False
+    file, data = add_file(fake, LARGE)
+    assert await core.cache.read(file, 0, 4096) == data[:4096]
+    await streams_ended(core)                           # the first download stopped
+    first = fake.content_bytes()
+    assert first < 16 * MiB
+    assert await read_all(core.cache, file) == data
     assert fake.count("content") == 2
-    assert fake.of("content")[1].headers["range"] == f"bytes={11 * MiB}-{12 * MiB - 1}"
+    assert fake.content_bytes() == first + file.bytes   # from 0 again: no way around that
+    assert await core.cache.fetch_whole(file) and core.disk.has(file)
+
+
+async def test_a_partial_file_is_not_taken_for_a_whole_one_by_a_later_mount(
+        fake, make_core, tmp_path):
+    file, data = add_file(fake, LARGE)
+    first = await make_core(cache_dir=tmp_path / "shared")
+    assert await first.cache.read(file, 50 * MiB, 4096) == data[50 * MiB:50 * MiB + 4096]
+    assert not first.disk.has(file)
+    second = await make_core(cache_dir=tmp_path / "shared")
+    assert not second.disk.has(file)
+    assert not [path for path in second.disk.folder.iterdir() if ".partial" in path.name
+                and path.exists() and first.cache.statistics()["downloads_running"] == 0]
+    assert await second.cache.read(file, 0, 4096) == data[:4096]
 
 
 async def test_memory_stays_within_its_bound_after_many_blocks(fake, make_core):
+    # a file that does not fit the disk cache is read through memory
     limit = 3 * MiB + MiB // 2
-    core = await make_core(memory_bytes=limit)
+    core = await make_core(memory_bytes=limit, disk_bytes=0)
     file, data = add_file(fake, 24 * MiB)
     order = [9, 20, 11, 23, 15, 12, 18, 10, 21, 13, 22, 16, 14, 19, 17, 9, 20]
     for block in order:
@@ -191,7 +274,8 @@ async def test_discarding_a_pinned_file_waits_for_unpin(fake, core):
     assert not path.exists() and core.disk.used == 0 and not core.disk.has(file)
 
 
-async def test_discard_drops_the_files_blocks_from_memory(fake, core):
+async def test_discard_drops_the_files_blocks_from_memory(fake, make_core):
+    core = await make_core(disk_bytes=0)
     file, data = add_file(fake, 12 * MiB)
     other, _ = add_file(fake, 12 * MiB, seed=2, name="other.bin")
     await core.cache.read(file, 10 * MiB, 100)

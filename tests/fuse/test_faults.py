@@ -120,7 +120,9 @@ def test_a_download_dropped_midway_resumes_and_a_persistent_drop_is_eio(mount, e
     mounted = mount("--retries", "2")
     assert (mounted / "vision" / "big.bin").read_bytes() == data
     ranges = [r["range"] for r in control.requests() if r["path"].endswith("/content")]
-    assert ranges[0] is None and ranges[1] is not None and ranges[1].startswith("bytes=")
+    # the first window from 0 broke after 1,000,000 bytes; its resume asked from there on
+    assert ranges[0] is None or ranges[0].startswith("bytes=0-")
+    assert ranges[1] is not None and ranges[1].startswith("bytes=1000000-")
     other = seed("other.bin", "vision", b"z" * 200_000)
     control.add_fault("truncate", path=f"/files/{other['id']}/content", after_bytes=1000)
     mounted.expect_log(rf"ERROR openai_fs.fuse.operations: read: GET /files/{other['id']}/content")
