@@ -32,6 +32,7 @@ import tempfile
 import threading
 import time
 import traceback
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator
@@ -1080,6 +1081,86 @@ def bench_cmp(s: Suite) -> None:
 
 #: name: (number in the brief and the table, function), in the order they run; rss last, so
 #: it can use what the others measured
+#: benchmarks 11 and 12: many small files at a real network's distance
+BULK_FILES = 40
+BULK_SIZE = 8 * 1024
+BULK_LATENCY = 0.1
+BULK_THREADS = 8
+
+
+def bench_bulk(s: Suite) -> None:
+    """11 and 12: a serial ``cp`` of 40 files of 8 KiB into a ``--write-back`` mount, then
+    ``sync DIR``; then a serial ``rm`` of them, then ``sync DIR``; against the SDK uploading
+    the same files with 8 threads, then deleting them with 8 threads; every request 100 ms
+    away (the emulator's latency). For context, the same ``cp`` and ``rm`` without
+    ``--write-back``."""
+    folder = s.tmp / "bulk"
+    folder.mkdir(exist_ok=True)
+    sources = []
+    for n in range(BULK_FILES):
+        path = folder / f"doc-{n:02}.txt"
+        path.write_bytes(random.Random(n).randbytes(BULK_SIZE))
+        sources.append(str(path))
+    client = openai.OpenAI(base_url=s.base_url, api_key=KEY, max_retries=0)
+    times: dict[str, list[float]] = {key: [] for key in (
+        "copy", "delete", "sdk_copy", "sdk_delete", "sync_copy", "sync_delete")}
+    s.control.set_config(latency=BULK_LATENCY)
+    try:
+        for repeat in range(s.profile.repeats):
+            for mode, options in (("", ("--write-back",)), ("sync_", ())):
+                with s.mount(*options, "--upload-concurrency", str(BULK_THREADS),
+                             label=f"bulk{' ' + mode if mode else ''} #{repeat}") as m:
+                    target = str(m / "vision")
+                    seconds, _ = timed(["sh", "-c", 'cp "$@" "$0" && sync "$0"', target,
+                                        *sources])
+                    times[f"{mode}copy"].append(seconds)
+                    _check_bulk(s, BULK_FILES)
+                    seconds, _ = timed(["sh", "-c", 'rm "$0"/* && sync "$0"', target])
+                    times[f"{mode}delete"].append(seconds)
+                    _check_bulk(s, 0)
+            made: list[str] = []
+            started = time.perf_counter()
+            with ThreadPoolExecutor(BULK_THREADS) as pool:
+                made = list(pool.map(lambda path: client.files.create(
+                    file=(Path(path).name, Path(path).read_bytes()), purpose="vision").id,
+                    sources))
+            times["sdk_copy"].append(time.perf_counter() - started)
+            _check_bulk(s, BULK_FILES)
+            started = time.perf_counter()
+            with ThreadPoolExecutor(BULK_THREADS) as pool:
+                list(pool.map(client.files.delete, made))
+            times["sdk_delete"].append(time.perf_counter() - started)
+            _check_bulk(s, 0)
+    finally:
+        s.control.set_config(latency=0.0)
+        client.close()
+    samples = {key: Samples(values) for key, values in times.items()}
+    case = f"{int(BULK_LATENCY * 1000)} ms per request"
+    for number, what, ours, sdk, plain, label in (
+            (11, "copy", "copy", "sdk_copy", "sync_copy",
+             f"serial `cp` of {BULK_FILES} files of {BULK_SIZE // 1024} KiB + `sync DIR`"),
+            (12, "delete", "delete", "sdk_delete", "sync_delete",
+             f"serial `rm` of those {BULK_FILES} files + `sync DIR`")):
+        ratio = samples[ours].median / samples[sdk].median
+        raw = {"latency": BULK_LATENCY, "files": BULK_FILES,
+               **{key: samples[key].as_dict() for key in (ours, sdk, plain)}, "ratio": ratio}
+        s.add(Row(number, f"{label}, --write-back", case, samples[ours].seconds(),
+                  f"SDK, {BULK_THREADS} threads: {samples[sdk].seconds()}", f"{ratio:.2f}x time",
+                  "≤ 1.5x", verdict(ratio <= 1.5), raw))
+        plain_ratio = samples[plain].median / samples[sdk].median
+        s.add(Row(number, f"{label}, without --write-back", case, samples[plain].seconds(),
+                  f"same SDK: {samples[sdk].seconds()}", f"{plain_ratio:.2f}x time", "none",
+                  "INFO", {"ratio": plain_ratio}))
+
+
+def _check_bulk(s: Suite, expected: int) -> None:
+    """The benchmark measured real work: the server holds ``expected`` of its files."""
+    files = [f for f in s.api.get("/files", params={"purpose": "vision"}).json()["data"]
+             if f["filename"].startswith("doc-")]
+    if len(files) != expected:
+        raise HarnessError(f"expected {expected} files on the server, found {len(files)}")
+
+
 BENCHMARKS: dict[str, tuple[int, Callable[[Suite], None]]] = {
     "cold-read": (1, bench_cold_read),
     "warm-reread": (2, bench_warm_reread),
@@ -1090,6 +1171,7 @@ BENCHMARKS: dict[str, tuple[int, Callable[[Suite], None]]] = {
     "windows": (8, bench_windows),
     "cpu": (9, bench_cpu),
     "cmp": (10, bench_cmp),
+    "bulk": (11, bench_bulk),
     "rss": (4, bench_rss),
 }
 

@@ -108,6 +108,8 @@ class FilesClient:
                  event_hooks: Mapping[str, list[Callable[..., Any]]] | None = None) -> None:
         self._key = api_key
         self.base_url = base_url.rstrip("/")
+        self.organization = organization
+        self.project = project
         self.retry = retry or RetryPolicy()
         self.stats = ClientStatistics()
         #: whether the server honours ``Range`` on content: None until a ranged request tells
@@ -141,6 +143,13 @@ class FilesClient:
 
     def __repr__(self) -> str:
         return f"FilesClient(base_url={self.base_url!r})"
+
+    @property
+    def account(self) -> str:
+        """Which account's files this client sees: the server, organization and project (a
+        digest, so it can be written down without naming them)."""
+        text = "\0".join((self.base_url, self.organization or "", self.project or ""))
+        return hashlib.sha256(text.encode()).hexdigest()[:24]
 
     async def aclose(self) -> None:
         await self._http.aclose()

@@ -18,6 +18,8 @@ from openai_fs.commands.options import OptionError
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "mount": ("openai_fs.commands.mount", "mount the Files API on a directory"),
     "unmount": ("openai_fs.commands.unmount", "wait for uploads in flight, then unmount"),
+    "sync": ("openai_fs.commands.sync",
+             "wait until every change queued with --write-back is on the server"),
     "status": ("openai_fs.commands.status", "show uploads in flight, failures, cache use and requests"),
     "serve": ("openai_fs.emulator.server",
               "run the local emulator of the Files and Uploads API"),

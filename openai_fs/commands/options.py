@@ -121,6 +121,11 @@ OPTIONS: tuple[Option, ...] = (
            parse_size, "SIZE"),
     Option("upload_concurrency", "parts in flight at once per upload (default 4)",
            _positive_int, "N"),
+    Option("write_back", "close() and rm return once the change is journaled in the spool; "
+                         "uploads and deletes go on in the background (--upload-concurrency at "
+                         "once) and resume after a crash; sync, fsync, openai-fs sync and "
+                         "unmount wait for them (default: close() returns once the server has "
+                         "the file)"),
     Option("upload_on_close", "send a file only once it is closed (default: a file written "
                               "from start to end begins uploading once it holds 8M, so the "
                               "upload overlaps the writing)"),
@@ -162,6 +167,7 @@ class MountOptions:
     part_size: int = 16 * purposes.MiB
     upload_concurrency: int = 4
     upload_on_close: bool = False
+    write_back: bool = False
     expires_after: int | None = None
     not_downloadable: tuple[str, ...] = ()
     api_key_file: Path | None = None

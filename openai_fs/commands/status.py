@@ -117,6 +117,7 @@ def render(status: dict[str, Any]) -> str:
         lines.append(f"Temporary files to upload once renamed (or 5 s after their last "
                      f"close): {len(held)}")
         lines.extend(f"  {path}" for path in held)
+    lines.extend(describe_queue(uploads.get("queue")))
     lines.append(f"Uploads completed: {uploads.get('completed', 0)}")
     failed = uploads.get("failed", [])
     if failed:
@@ -155,6 +156,33 @@ def render(status: dict[str, Any]) -> str:
         for problem in problems[-10:]:
             lines.append(f"  {problem.get('time')} {problem.get('level')} {problem.get('message')}")
     return "\n".join(lines)
+
+
+def describe_queue(queue: dict[str, Any] | None) -> list[str]:
+    """The write-back queue: what waits, what is being sent, what failed, the rate and the
+    time left (nothing when it is off and empty)."""
+    if not queue or not queue.get("enabled") and not queue.get("jobs") \
+            and not queue.get("failed"):
+        return []
+    waiting, sending = int(queue.get("waiting", 0)), int(queue.get("sending", 0))
+    if not waiting and not sending:
+        lines = ["Write-back queue: empty (every change is on the server)"]
+    else:
+        rate = int(queue.get("bytes_per_second") or 0)
+        eta = queue.get("eta_seconds")
+        lines = [f"Write-back queue: {waiting} waiting ({_size(queue.get('waiting_bytes', 0))}),"
+                 f" {sending} being sent ({_size(queue.get('sending_bytes', 0))})"
+                 + (f", {queue['retrying']} retrying" if queue.get("retrying") else "")
+                 + (f"; {_size(rate)}/s" if rate else "")
+                 + (f", about {_duration(float(eta))} left" if eta else "")]
+    for job in queue.get("jobs", [])[:20]:
+        state = job.get("state")
+        detail = f" (trying again in {job['retry_in']:.0f} s: {job.get('error')})" \
+            if state == "retrying" else ""
+        lines.append(f"  {job.get('kind')} {job.get('path')}: {state}{detail}")
+    for job in queue.get("failed", []):
+        lines.append(f"  failed: {job.get('kind')} {job.get('path')}: {job.get('error')}")
+    return lines
 
 
 def describe_memory(cache: dict[str, Any]) -> list[str]:

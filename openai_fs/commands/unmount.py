@@ -12,10 +12,12 @@ import time
 from pathlib import Path
 
 from openai_fs.commands.status import MountGone, StatusError, describe_transfer, read_status
+from openai_fs.commands.sync import wait_for_queue
 
 DESCRIPTION = """\
-Unmount MOUNTPOINT once the uploads in flight there have finished (their progress is shown
-while it waits), then wait for the mount process to exit. --lazy detaches the mount even
+Unmount MOUNTPOINT once the uploads in flight there have finished, and with --write-back once
+the changes it queued are on the server (their progress is shown while it waits; a failure is
+reported), then wait for the mount process to exit. --lazy detaches the mount even
 while programs still use it.
 """
 
@@ -47,6 +49,16 @@ def run(args) -> int:
         return 1
     pid = int(status["pid"])
     deadline = None if args.timeout is None else time.monotonic() + args.timeout
+    failed = False
+    queue = status.get("uploads", {}).get("queue") or {}
+    if queue.get("jobs") or queue.get("failed"):
+        # --write-back: what is queued goes to the server first; a failure is reported, and
+        # what is left stays journaled for the next mount of the account
+        failed = not wait_for_queue(mountpoint, deadline, program="unmount")
+        if failed:
+            print("openai-fs unmount: unmounting anyway; what is left is kept in the journal "
+                  "and the next mount of this account with this cache folder finishes it",
+                  file=sys.stderr)
     for attempt in range(20):
         if not _wait_for_uploads(mountpoint, status, deadline):
             print(f"openai-fs unmount: uploads still running after {args.timeout} s; "
@@ -66,7 +78,7 @@ def run(args) -> int:
         hint = " (files are open there; close them, or use --lazy)" if "busy" in message else ""
         print(f"openai-fs unmount: {message}{hint}", file=sys.stderr)
         return 1
-    return 0 if _wait_for_exit(pid) else 1
+    return 0 if _wait_for_exit(pid) and not failed else 1
 
 
 def _wait_for_uploads(mountpoint: Path, status: dict, deadline: float | None) -> bool:

@@ -76,15 +76,8 @@ class ServerChanges:
             await self.delete_replaced(f"{entry.directory.name}/{entry.name}", superseded)
             return
         file = entry.file
-        if self.cache.disk.is_pinned(file.id):
-            # an open handle must go on reading what it opened: keep a copy first (unless the
-            # server does not hand out the content: then that handle could not read it anyway)
-            try:
-                await self.cache.fetch_whole(file)
-            except ContentRefused:
-                pass
         try:
-            await self.client.delete(file.id)
+            await self.delete_file(file)
         except NotFoundError:
             self.namespace.removed(entry)
             self.cache.discard(file.id)
@@ -93,6 +86,19 @@ class ServerChanges:
         self.namespace.removed(entry)
         self.cache.discard(file.id)
         log.info("deleted %s/%s (%s)", entry.directory.name, entry.name, file.id)
+
+    async def delete_file(self, file: FileObject) -> None:
+        """``DELETE /files/{id}``, after keeping a copy of the bytes for the handles that have
+        the file open (they must go on reading what they opened). Raises NotFoundError when
+        the file is gone already."""
+        if self.cache.disk.is_pinned(file.id):
+            # (unless the server does not hand out the content: then those handles could not
+            # read it anyway)
+            try:
+                await self.cache.fetch_whole(file)
+            except ContentRefused:
+                pass
+        await self.client.delete(file.id)
 
     # ----------------------------------------------------------------- move
 

@@ -5,6 +5,7 @@ tests build it without FUSE.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,6 +21,9 @@ from openai_fs.core.namespace import Namespace
 from openai_fs.core.open_files import OpenFiles
 from openai_fs.core.spool import Spool
 from openai_fs.core.uploader import Uploader, UploadSettings
+from openai_fs.core.write_back import WriteBack
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -33,6 +37,8 @@ class CoreSettings:
     uploads: UploadSettings = field(default_factory=UploadSettings)
     #: purposes whose content the server is known not to hand out (never asked for)
     not_downloadable: tuple[str, ...] = ()
+    #: close() and rm return once journaled; uploads and deletes go on in the background
+    write_back: bool = False
 
 
 class FileSystem:
@@ -53,12 +59,15 @@ class FileSystem:
                                on_refused=self.namespace.forget_attributes_of)
         self.cache = ContentCache(client, memory_bytes=settings.memory_cache_bytes,
                                   disk=self.disk, nursery=nursery, access=access)
-        self.spool = Spool(settings.cache_dir)
+        self.spool = Spool(settings.cache_dir, account=client.account)
         self.uploader = Uploader(client, settings.uploads, uploads_nursery)
         self.changes = ServerChanges(client, self.namespace, self.cache, self.uploader,
                                      self.spool)
         self.files = OpenFiles(self.namespace, self.cache, self.spool, self.uploader,
                                self.changes, uploads_nursery)
+        self.write_back = WriteBack(self.files, self.spool.journal, enabled=settings.write_back,
+                                    concurrency=settings.uploads.concurrency)
+        self.files.write_back = self.write_back
         self._nursery = nursery
 
     async def start(self) -> None:
@@ -67,6 +76,14 @@ class FileSystem:
         await trio.to_thread.run_sync(self.disk.scan)
         self._nursery.start_soon(self.uploader.cancel_abandoned_uploads,
                                  self.spool.abandoned_uploads)
+        resumed = self.spool.resumed
+        for record in resumed:
+            self.files.resume(record)
+        if resumed:
+            uploads = sum(1 for record in resumed if record.op == "upload")
+            log.info("resuming what a mount of this account that stopped had journaled: "
+                        "%d upload(s) and %d delete(s)", uploads, len(resumed) - uploads)
+        self._nursery.start_soon(self.write_back.run)
 
     def close(self) -> None:
         self.cache.close()

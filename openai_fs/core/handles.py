@@ -47,6 +47,8 @@ FileHandle = ContentReader | LocalReader | LocalWriter
 
 @dataclass(eq=False)
 class DirectoryHandle:
+    #: the directory's own inode
+    inode: int
     #: the inodes of ``children``, in the same (ascending) order: readdir offsets
     inodes: list[int]
     children: list[tuple[str, Node]]

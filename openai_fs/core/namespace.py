@@ -13,6 +13,7 @@ only awaits are listing and retrieve calls, after which state is re-read, never 
 from __future__ import annotations
 
 import logging
+import math
 import re
 import time
 from dataclasses import dataclass, field
@@ -180,6 +181,15 @@ class Namespace:
 
     def entries(self) -> Iterable[FileEntry]:
         return (node for node in self._nodes.values() if isinstance(node, FileEntry))
+
+    async def lookup_known(self, parent: int, name: str) -> Node:
+        """A name the kernel has just looked up (``unlink``, ``rename``): from what the mount
+        knows, without listing again however old the listing is, so that such a call costs only
+        its own request; a name not known is looked up as usual."""
+        directory = self.node(parent)
+        if isinstance(directory, PurposeDir) and name in directory.by_name:
+            return directory.by_name[name]
+        return await self.lookup(parent, name)
 
     async def lookup(self, parent: int, name: str) -> Node:
         directory = self.node(parent)
@@ -367,14 +377,28 @@ class Namespace:
         self._rename_all(directory)
         return old
 
-    def removed(self, entry: FileEntry) -> None:
-        """The file left the namespace (deleted by us, or discarded before upload)."""
+    def removed(self, entry: FileEntry, *, until_gone: bool = False) -> None:
+        """The file left the namespace (deleted by us, or discarded before upload). With
+        ``until_gone`` (a delete still to be sent) listings hide its server file for as long as
+        they show it, not only for :data:`OVERLAY_SECONDS`."""
         directory = entry.directory
         if entry.file is not None:
-            directory.recent_deletes[entry.file.id] = trio.current_time()
+            directory.recent_deletes[entry.file.id] = math.inf if until_gone \
+                else trio.current_time()
             directory.recent_adds.pop(entry.file.id, None)
         self._drop(entry, notify=False)
         self._rename_all(directory, notify=False)
+
+    def hide(self, file: FileObject) -> None:
+        """A server file the mount is about to delete (a journaled change it resumes): not
+        shown, whatever listings say, until they no longer show it."""
+        directory = self.purpose_dir(file.purpose)
+        directory.recent_deletes[file.id] = math.inf
+        directory.recent_adds.pop(file.id, None)
+        known = directory.files.get(file.id)
+        if known is not None:
+            self._drop(known, notify=True)
+            self._rename_all(directory)
 
     def rename_unsent(self, entry: FileEntry, target: PurposeDir, name: str) -> None:
         """Rename a file that is not on the server yet: only the namespace changes."""

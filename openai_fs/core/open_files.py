@@ -21,7 +21,7 @@ import logging
 import os
 import re
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import trio
 
@@ -33,8 +33,11 @@ from openai_fs.core.content_access import ContentRefused
 from openai_fs.core.errors import AlreadyExists, FSError, UploadFailed, errno_for
 from openai_fs.core.handles import ContentReader, FileHandle, LocalReader, LocalWriter
 from openai_fs.core.namespace import FileEntry, Namespace, Node, PurposeDir
-from openai_fs.core.spool import LocalFile, Spool
+from openai_fs.core.spool import LocalFile, Record, Spool
 from openai_fs.core.uploader import Uploader
+
+if TYPE_CHECKING:
+    from openai_fs.core.write_back import WriteBack
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +62,13 @@ class OpenFiles:
     nursery: trio.Nursery | None = None
     #: closed temporary files waiting for their rename (see defers)
     _held: dict[FileEntry, LocalFile] = field(default_factory=dict)
+    #: the background queue of journaled uploads and deletes (wired by FileSystem)
+    write_back: WriteBack | None = None
+
+    @property
+    def writes_back(self) -> bool:
+        """``--write-back``: close() and rm return once journaled (core/write_back.py)."""
+        return self.write_back is not None and self.write_back.enabled
 
     # ------------------------------------------------------------------ open
 
@@ -227,9 +237,16 @@ class OpenFiles:
             # file first.
             log.debug("flush of %s from a copy of the descriptor: upload deferred", entry.name)
             return
+        if self.writes_back:
+            await self._queue(entry, local)
+            return
         await self.commit(entry, local)
 
     async def fsync(self, handle: FileHandle) -> None:
+        """``fsync``: the file is on the server when it returns (with --write-back too)."""
+        if isinstance(handle, LocalReader) and self.write_back is not None:
+            await self.write_back.wait_file(handle.local)   # sync FILE opens it read-only
+            return
         if not isinstance(handle, LocalWriter):
             return
         if self.defers(handle.entry):
@@ -238,7 +255,31 @@ class OpenFiles:
             # the rename
             await trio.to_thread.run_sync(os.fsync, handle.local.fd)
             return
+        if self.writes_back:
+            assert self.write_back is not None
+            await self._queue(handle.entry, handle.local)
+            await self.write_back.wait_file(handle.local)
+            return
         await self.commit(handle.entry, handle.local)
+
+    async def _queue(self, entry: FileEntry, local: LocalFile) -> None:
+        """--write-back's close(): the spool made durable and journaled, its upload queued.
+        What commit() would refuse at once is refused here too."""
+        assert self.write_back is not None
+        if local.failure is not None:
+            self._give_up(entry, local)
+            raise local.failure
+        if not local.dirty or local.discarded:
+            return
+        where = f"{entry.directory.name}/{entry.name}"
+        violation = rules.rule_violation(entry.purpose, entry.server_name, local.size, where)
+        if violation is not None:
+            local.failure = violation
+            local.drop_early("the file breaks a rule")
+            self._give_up(entry, local)
+            raise violation
+        local.drop_early("the file is uploaded in the background")
+        await self.write_back.enqueue_upload(entry, local)
 
     async def release(self, handle: FileHandle) -> None:
         """The last close of a descriptor."""
@@ -247,13 +288,20 @@ class OpenFiles:
             return
         entry, local = handle.entry, handle.local
         local.handles -= 1
-        if local.handles > 0:
-            return
+        if local.handles > 0 or local.queued:
+            return      # a queued spool is let go by the queue, once uploaded
         pending = local.dirty and local.failure is None and not local.discarded
         if pending and self.defers(entry):
             self._hold(entry, local)
             return
-        if pending:
+        if pending and self.writes_back:
+            try:
+                await self._queue(entry, local)     # written without a flush (mmap)
+            except FSError as exc:
+                log.error("%s", exc.message)
+            if local.queued:
+                return
+        elif pending:
             # written without a flush (e.g. through mmap): the last chance to upload
             try:
                 await self.commit(entry, local)
@@ -277,8 +325,11 @@ class OpenFiles:
 
     # ----------------------------------------------------------------- upload
 
-    async def commit(self, entry: FileEntry, local: LocalFile) -> None:
-        """Upload the spool of ``entry`` if it changed; raises FSError when that fails.
+    async def commit(self, entry: FileEntry, local: LocalFile, *,
+                     try_later: Callable[[BaseException], Exception] | None = None) -> None:
+        """Upload the spool of ``entry`` if it changed; raises FSError when that fails, or, for
+        a failure that may pass (no connection, 5xx, a rate limit), ``try_later(exc)`` when
+        given (the write-back queue tries again; the bytes stay where they are).
 
         A rename or ``rm`` does not wait for an upload in flight (the kernel holds the
         directories locked meanwhile); the upload, once back, makes the server match them: a
@@ -300,10 +351,18 @@ class OpenFiles:
                 local.drop_early("the file breaks a rule")
                 self._give_up(entry, local)
                 raise violation
+            if local.record is not None:
+                await trio.to_thread.run_sync(self.spool.journal.sending, local.record)
             try:
                 uploaded = await self.uploader.send(entry, local, where)
             except (APIError, OSError) as exc:
+                if try_later is not None and isinstance(exc, APIError) \
+                        and self.uploader.client.retry.is_retryable(exc):
+                    raise try_later(exc) from None
                 raise self._failed(entry, local, where, exc) from None
+            if local.record is not None:
+                await trio.to_thread.run_sync(self.spool.journal.uploaded, local.record,
+                                              uploaded.id)
             local.dirty = False
             if local.discarded:     # rm, or renamed over, while it was sent
                 log.info("%s was removed while it was uploaded; deleting the upload (%s)",
@@ -375,16 +434,38 @@ class OpenFiles:
     # -------------------------------------------------------- remove, rename
 
     async def unlink(self, entry: FileEntry) -> None:
-        """``rm``: the server file is deleted and any unsent bytes dropped."""
+        """``rm``: the server file is deleted and any unsent bytes dropped (with --write-back
+        once journaled, the delete sent in the background)."""
         if not entry.directory.writable:
             raise rules.not_writable(entry.directory)
-        if entry.local is not None:
-            entry.local.discarded = True
+        local = entry.local
+        if local is not None:
+            local.discarded = True
         held = self._held.pop(entry, None)
         if held is not None:
             self._let_go(held, entry)
             entry.local = None
-        await self.changes.delete(entry)
+        if local is not None and local.queued:
+            self._unqueue(entry, local)
+        if not self.writes_back:
+            await self.changes.delete(entry)
+            return
+        assert self.write_back is not None
+        gone = ([entry.file] if entry.file is not None else []) + entry.supersedes
+        entry.supersedes = []
+        for file in gone:
+            await self.write_back.enqueue_delete(file, entry.directory)
+        self.namespace.removed(entry, until_gone=True)
+
+    def _unqueue(self, entry: FileEntry, local: LocalFile) -> None:
+        """A queued spool removed before its upload began: its record goes, and it is let go
+        once nothing has it open (an upload already under way deletes what it made)."""
+        assert self.write_back is not None
+        if self.write_back.cancel(local) and local.handles == 0:
+            local.queued = False
+            if entry.local is local:
+                entry.local = None
+            self._let_go(local, entry)
 
     async def rename(self, source: Node, target: Node, name: str, *,
                      replace: bool = True) -> None:
@@ -437,6 +518,10 @@ class OpenFiles:
                 # this one is uploaded, so a failed upload loses nothing
                 entry.supersedes.extend(self._displace(replaced))
             self.namespace.rename_unsent(entry, target, name)
+            if entry.local is not None and entry.local.record is not None:
+                # a crash now must not upload it under its old name
+                await trio.to_thread.run_sync(self.spool.journal.renamed, entry.local.record,
+                                              target.purpose or "", name, entry.supersedes)
             if entry in self._held and not self.defers(entry):
                 await self._upload_held(entry)      # e.g. rsync's temp file, now in place
             return
@@ -463,6 +548,78 @@ class OpenFiles:
         gone += replaced.supersedes
         replaced.supersedes = []
         return gone
+
+    # --------------------------------------------------------- background
+
+    async def sync_directory(self, directory: Node) -> None:
+        """``sync DIR``: every queued upload and delete of the directory (of every directory,
+        for the root) is on the server; raises the first failure among them."""
+        if self.write_back is None:
+            return
+        if isinstance(directory, PurposeDir):
+            await self.write_back.wait_directory(directory)
+        elif directory is self.namespace.root:
+            await self.write_back.wait_all()
+
+    async def sync_all(self) -> None:
+        """``openai-fs sync`` and unmount: everything queued is on the server."""
+        if self.write_back is not None:
+            await self.write_back.wait_all()
+
+    def uploaded_in_background(self, entry: FileEntry, local: LocalFile) -> None:
+        """The queue uploaded ``local`` (or found it removed): its record goes, and the spool
+        is let go if nothing has it open."""
+        if local.record is not None:
+            self.spool.journal.remove(local.record)
+            local.record = None
+        local.queued = False
+        if local.handles == 0:
+            if entry.local is local:
+                entry.local = None
+            self._let_go(local, entry)
+
+    async def adopt_upload(self, entry: FileEntry, local: LocalFile,
+                           uploaded: FileObject) -> None:
+        """A resumed upload turned out to have reached the server as ``uploaded`` before the
+        mount that sent it stopped: recorded as if this mount had just made it."""
+        async with local.lock:
+            where = f"{entry.directory.name}/{entry.name}"
+            local.dirty = False
+            replaced = self.changes.record_upload(entry, uploaded)
+            self.uploader.completed += 1
+            log.info("%s had reached the server as %s before the mount that sent it stopped",
+                     where, uploaded.id)
+        await self.changes.delete_replaced(where, replaced)
+
+    def resume(self, record: Record) -> None:
+        """Queue again what a dead mount of this account journaled: its spool file shows
+        under its name (readable) until uploaded; a file it deletes is hidden at once."""
+        assert self.write_back is not None
+        if record.op == "delete":
+            file = FileObject.from_json(record.journal["file"])
+            self.namespace.hide(file)
+            self.write_back.resume_delete(record, file, self.namespace.purpose_dir(file.purpose))
+            return
+        purpose, name = str(record.data.get("purpose")), str(record.data.get("name"))
+        directory = self.namespace.purpose_dir(purpose)
+        path = record.data_path
+        fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
+        local = LocalFile(path, fd, purpose, size=os.fstat(fd).st_size, sidecar=record.path,
+                          record=record, queued=True)
+        try:
+            entry = self.namespace.add_unsent(directory, name, local)
+        except FSError:
+            local.close()
+            target = self.spool.keep_unsent(local, purpose, name)
+            self.spool.journal.remove(record)
+            log.warning("%s/%s was left to upload by a mount that stopped, but that name is "
+                        "taken here; its bytes are kept in %s", purpose, name, target)
+            return
+        replaces = [FileObject.from_json(item) for item in record.journal.get("replaces", [])]
+        for file in replaces:
+            self.namespace.hide(file)
+        entry.supersedes = replaces
+        self.write_back.resume_upload(record, entry, local)
 
     # ------------------------------------------------ deferred temporary files
 
@@ -511,6 +668,7 @@ class OpenFiles:
     # ----------------------------------------------------------------- status
 
     def statistics(self) -> dict[str, object]:
-        return {**self.uploader.statistics(),
+        queue = self.write_back.statistics() if self.write_back is not None else None
+        return {**self.uploader.statistics(), "queue": queue,
                 "held": [f"{e.directory.name}/{e.name}" for e in self._held],
                 "spool_dir": str(self.spool.folder), "unsent_dir": str(self.spool.unsent_dir)}

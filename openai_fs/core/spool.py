@@ -19,9 +19,9 @@ import os
 import secrets
 import shutil
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import trio
 
@@ -82,6 +82,10 @@ class LocalFile:
     sequential: bool = True
     #: once the file is this large, pages behind the writer are next let go (see write())
     let_go_at: int = LET_GO_SPAN
+    #: its write-back journal record while it waits for (or is in) its background upload
+    record: Record | None = None
+    #: queued for a background upload: the queue lets it go once uploaded, not its last close
+    queued: bool = False
 
     def check_size(self, end: int) -> None:
         limit = purposes.max_file_bytes(self.purpose)
@@ -137,6 +141,10 @@ class LocalFile:
     def read(self, offset: int, size: int) -> bytes:
         return os.pread(self.fd, size, offset)
 
+    def sync(self) -> None:
+        """Make the bytes durable (blocking: run it in a thread)."""
+        os.fsync(self.fd)
+
     async def ensure_loaded(self, cache: ContentCache) -> None:
         """Fetch the server bytes the spool stands for (from the content cache when there)."""
         if self.base is None:
@@ -151,6 +159,10 @@ class LocalFile:
     def note_upload(self, upload_id: str) -> None:
         """Write the Upload it is being sent with into the sidecar, for a later mount if this
         one dies (which then cancels it)."""
+        if self.record is not None:         # journaled: the record keeps it, durably
+            self.record.journal["upload_id"] = upload_id
+            write_record(self.record)
+            return
         if self.sidecar is None:
             return
         info = _read_sidecar(self.sidecar)
@@ -175,7 +187,7 @@ class LocalFile:
 class Spool:
     """The spool folder of this mount (locked while it runs) and ``unsent/`` beside it."""
 
-    def __init__(self, cache_dir: Path) -> None:
+    def __init__(self, cache_dir: Path, *, account: str = "") -> None:
         self.unsent_dir = cache_dir / "unsent"
         spool_root = cache_dir / "spool"
         spool_root.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -185,11 +197,15 @@ class Spool:
         self._lock_fd = os.open(spool_root / f"{name}.lock",
                                 os.O_CREAT | os.O_RDWR | os.O_CLOEXEC, 0o600)
         fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        #: Uploads that dead mounts left open (their ids, from the spool sidecars)
-        self.abandoned_uploads: list[str] = []
-        self._recover_dead_spools(spool_root)
         self.folder = spool_root / name
         self.folder.mkdir(mode=0o700)
+        #: the write-back journal of this mount, tied to its account
+        self.journal = Journal(self.folder, account)
+        #: Uploads that dead mounts left open (their ids, from the spool sidecars)
+        self.abandoned_uploads: list[str] = []
+        #: journal records of dead mounts of this account, moved here to be finished
+        self.resumed: list[Record] = []
+        self._recover_dead_spools(spool_root)
 
     def new_file(self, purpose: str, name: str) -> LocalFile:
         """An empty spool file for ``purpose/name``, with its sidecar."""
@@ -229,9 +245,22 @@ class Spool:
         return target
 
     def close(self) -> None:
-        shutil.rmtree(self.folder, ignore_errors=True)
+        """Remove the folder, but for what the journal still has to do: that stays for the
+        next mount of the account (the folder's lock file goes, so it counts as dead)."""
+        if self._lock_fd < 0:
+            return
+        kept = self.journal.pending_paths()
+        if kept:
+            for path in self.folder.iterdir():
+                if path not in kept:
+                    path.unlink(missing_ok=True)
+            log.info("%d write-back change(s) not finished; the next mount of this account "
+                     "with this cache folder finishes them", len(self.journal.pending))
+        else:
+            shutil.rmtree(self.folder, ignore_errors=True)
         (self.folder.parent / f"{self.folder.name}.lock").unlink(missing_ok=True)
         os.close(self._lock_fd)
+        self._lock_fd = -1
 
     def _unsent_path(self, prefix: str, name: str) -> Path:
         """A new path in ``unsent/``: the prefix, then as much of the name as fits."""
@@ -245,9 +274,11 @@ class Spool:
         raise OSError(errno.EEXIST, "no free name in the unsent folder")
 
     def _recover_dead_spools(self, spool_root: Path) -> None:
-        """Move what dead mounts left in their spools to ``unsent/``, and say so."""
+        """Take over the write-back journal of dead mounts of this account (into
+        :attr:`resumed`), move the rest of what they left in their spools to ``unsent/``, and
+        say so. Journal records of another account stay where they are, for a mount of it."""
         for folder in spool_root.iterdir():
-            if not folder.is_dir():
+            if not folder.is_dir() or folder == self.folder:
                 continue
             lock = spool_root / f"{folder.name}.lock"
             try:
@@ -262,13 +293,28 @@ class Spool:
                     continue            # a live mount owns it
                 os.close(fd)
             rescued = []
-            for path in folder.iterdir():
+            foreign = False
+            for path in sorted(folder.iterdir()):
+                if not path.exists():       # a data file taken over with its record
+                    continue
+                if path.suffix == ".tmp":
+                    continue                # a record never written to its end
                 if path.suffix == ".json":
-                    upload_id = _read_sidecar(path).get("upload_id")
+                    info = _read_sidecar(path)
+                    journal = info.get("journal")
+                    if isinstance(journal, dict):
+                        if journal.get("account") == self.journal.account:
+                            self._take_over(path, info)
+                        else:
+                            foreign = True
+                        continue
+                    upload_id = info.get("upload_id")
                     if isinstance(upload_id, str):
                         self.abandoned_uploads.append(upload_id)
                     continue
                 info = _read_sidecar(path.with_suffix(".json"))
+                if isinstance(info.get("journal"), dict):
+                    continue                # its record says what to do with it
                 if path.stat().st_size == 0 and not info:
                     continue
                 target = self._unsent_path(
@@ -276,12 +322,153 @@ class Spool:
                     str(info.get("name", path.name)))
                 os.replace(path, target)
                 rescued.append(str(target))
-            shutil.rmtree(folder, ignore_errors=True)
+            if foreign:
+                for path in folder.iterdir():
+                    info = _read_sidecar(path if path.suffix == ".json"
+                                         else path.with_suffix(".json"))
+                    if not isinstance(info.get("journal"), dict):
+                        path.unlink(missing_ok=True)
+            else:
+                shutil.rmtree(folder, ignore_errors=True)
             lock.unlink(missing_ok=True)
             if rescued:
                 log.warning("a previous mount stopped while %d file(s) were being written; "
                             "they were not uploaded and are kept in %s: %s", len(rescued),
                             self.unsent_dir, ", ".join(rescued))
+
+
+    def _take_over(self, path: Path, info: dict) -> None:
+        """Move a dead mount's journal record (and the spool file it is about) here."""
+        journal = info["journal"]
+        target = self.folder / path.name
+        if journal.get("op") == "upload":
+            data = path.with_suffix("")
+            if not data.exists():
+                log.warning("a write-back record of %s/%s has lost its bytes (%s); dropping it",
+                            info.get("purpose"), info.get("name"), data)
+                path.unlink(missing_ok=True)
+                return
+            os.replace(data, self.folder / data.name)
+        os.replace(path, target)
+        record = Record(target, info)
+        self.journal.pending.add(record)
+        self.resumed.append(record)
+
+
+@dataclass(eq=False)
+class Record:
+    """One change of the write-back journal: a JSON file in the spool folder (the sidecar of a
+    queued spool file, or a file of its own for a delete), replaced atomically and synced."""
+
+    path: Path
+    data: dict[str, Any]
+
+    @property
+    def journal(self) -> dict[str, Any]:
+        return self.data["journal"]
+
+    @property
+    def op(self) -> str:
+        """``upload`` or ``delete``; empty once the record was removed."""
+        return str(self.data.get("journal", {}).get("op", ""))
+
+    @property
+    def data_path(self) -> Path:
+        """The spool file of an upload record."""
+        return self.path.with_suffix("")
+
+
+class Journal:
+    """The write-back journal of one spool folder. Every record names the account it was
+    written for (:attr:`account`), and goes to disk (synced, with its folder) before the call
+    that wrote it returns."""
+
+    def __init__(self, folder: Path, account: str) -> None:
+        self.folder = folder
+        self.account = account
+        #: records written and not finished yet
+        self.pending: set[Record] = set()
+
+    def upload(self, local: LocalFile, purpose: str, name: str,
+               replaces: list[FileObject]) -> Record:
+        """The spool ``local`` is to be uploaded as ``purpose/name``; ``replaces`` are the server
+        files to delete once it is."""
+        assert local.sidecar is not None
+        record = Record(local.sidecar, {
+            "purpose": purpose, "name": name, "created": time.time(),
+            "journal": {"op": "upload", "account": self.account, "state": "queued",
+                        "replaces": [asdict(file) for file in replaces]}})
+        write_record(record)
+        local.record = record
+        self.pending.add(record)
+        return record
+
+    def delete(self, file: FileObject) -> Record:
+        """The server file ``file`` is to be deleted."""
+        record = Record(self.folder / f"{secrets.token_hex(8)}.delete.json", {
+            "purpose": file.purpose, "name": file.filename, "created": time.time(),
+            "journal": {"op": "delete", "account": self.account, "file": asdict(file)}})
+        write_record(record)
+        self.pending.add(record)
+        return record
+
+    def sending(self, record: Record) -> None:
+        """The upload begins now: a later mount that finds this record looks for what it may
+        have made since (a lost answer) before it uploads again."""
+        record.journal.update(state="sending", since=time.time())
+        write_record(record)
+
+    def uploaded(self, record: Record, file_id: str) -> None:
+        """The server made ``file_id`` of it: what is left is deleting what it replaces."""
+        record.journal.update(state="uploaded", file_id=file_id)
+        write_record(record)
+
+    def renamed(self, record: Record, purpose: str, name: str,
+                replaces: list[FileObject]) -> None:
+        record.data.update(purpose=purpose, name=name)
+        record.journal["replaces"] = [asdict(file) for file in replaces]
+        write_record(record)
+
+    def remove(self, record: Record) -> None:
+        """The change is on the server (or given up): its record goes. The sidecar of a spool
+        file stays, without the journal, while the file is open."""
+        self.pending.discard(record)
+        if not record.op:
+            return                  # removed already
+        if record.op == "delete":
+            record.path.unlink(missing_ok=True)
+            return
+        record.data.pop("journal", None)
+        if record.path.exists():
+            try:
+                record.path.write_text(json.dumps(record.data))
+            except OSError as exc:
+                log.debug("could not rewrite %s: %s", record.path, exc)
+
+    def pending_paths(self) -> set[Path]:
+        paths = set()
+        for record in self.pending:
+            paths.add(record.path)
+            if record.op == "upload":
+                paths.add(record.data_path)
+        return paths
+
+
+def write_record(record: Record) -> None:
+    """Replace a journal record's file atomically and durably (the file, then its folder)."""
+    temporary = record.path.with_suffix(".tmp")
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+    try:
+        os.write(fd, json.dumps(record.data).encode())
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(temporary, record.path)
+    folder = os.open(record.path.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.fsync(folder)
+    finally:
+        os.close(folder)
 
 
 def _read_sidecar(path: Path) -> dict[str, object]:

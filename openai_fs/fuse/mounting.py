@@ -14,7 +14,8 @@ import pyfuse3
 import trio
 
 from openai_fs.core import readahead
-from openai_fs.core.uploader import Uploader
+from openai_fs.core.errors import FSError
+from openai_fs.core.open_files import OpenFiles
 from openai_fs.fuse import mountinfo
 from openai_fs.fuse.operations import Operations
 
@@ -51,7 +52,7 @@ async def serve(operations: Operations, mountpoint: Path, *, options: set[str],
             if operations.mounted is not None:
                 nursery.start_soon(_widen_read_ahead, operations, operations.mounted.device,
                                    read_ahead)
-            nursery.start_soon(_stop_on_signal, operations.core.uploader, mountpoint)
+            nursery.start_soon(_stop_on_signal, operations.files, mountpoint)
             on_mounted()
             await pyfuse3.main()
             clean = True
@@ -70,20 +71,33 @@ async def _widen_read_ahead(operations: Operations, device: str, window: int) ->
     readahead.apply(device, window)
 
 
-async def _stop_on_signal(uploader: Uploader, mountpoint: Path) -> None:
+async def _stop_on_signal(files: OpenFiles, mountpoint: Path) -> None:
+    """SIGINT/SIGTERM: unmount once the uploads in flight and the write-back queue are done
+    (what the queue cannot finish stays journaled); a second signal stops at once."""
+    uploader = files.uploader
+
+    def busy() -> int:
+        queued = len(files.write_back.pending()) if files.write_back is not None else 0
+        return len(uploader.transfers) + queued
+
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async with trio.open_nursery() as nursery:
             async for signum in signals:
-                if nursery.child_tasks or not uploader.transfers:
+                if nursery.child_tasks or not busy():
                     # a second signal, or nothing to wait for
                     pyfuse3.terminate()
                     return
-                log.info("%s: unmounting %s once %d upload(s) in flight finish (signal again "
-                         "to stop now)", signal.Signals(signum).name, mountpoint,
-                         len(uploader.transfers))
+                log.info("%s: unmounting %s once %d upload(s) and queued change(s) finish "
+                         "(signal again to stop now)", signal.Signals(signum).name, mountpoint,
+                         busy())
 
                 async def finish_then_stop() -> None:
                     await uploader.wait_idle()
+                    try:
+                        await files.sync_all()
+                    except FSError as exc:
+                        log.warning("not every queued change reached the server (%s); the "
+                                    "next mount of this account finishes them", exc.message)
                     pyfuse3.terminate()
 
                 nursery.start_soon(finish_then_stop)

@@ -188,7 +188,8 @@ class Operations(pyfuse3.Operations):
     @_handler
     async def opendir(self, inode: int, ctx=None) -> int:
         children = await self.namespace.list_directory(inode)
-        return self._add_handle(DirectoryHandle([node.inode for _, node in children], children))
+        return self._add_handle(DirectoryHandle(inode, [node.inode for _, node in children],
+                                                children))
 
     @_handler
     async def readdir(self, fh: int, start_id: int, token) -> None:
@@ -207,6 +208,14 @@ class Operations(pyfuse3.Operations):
     @_handler
     async def releasedir(self, fh: int) -> None:
         self._handles.pop(fh, None)
+
+    @_handler
+    async def fsyncdir(self, fh: int, datasync: bool) -> None:
+        # ``sync DIR``. pyfuse3's default answers ENOSYS, after which the kernel never sends
+        # FSYNCDIR for this mount again; here it waits for what --write-back has queued
+        listing = self._handles[fh]
+        assert isinstance(listing, DirectoryHandle)
+        await self.files.sync_directory(self.namespace.node(listing.inode))
 
     @_handler
     async def mkdir(self, parent_inode: int, name: bytes, mode: int, ctx=None):
@@ -293,6 +302,10 @@ class Operations(pyfuse3.Operations):
 
     @_handler
     async def fsync(self, fh: int, datasync: bool) -> None:
+        if isinstance(self._handles[fh], SnapshotHandle):
+            # fsync of the control file: ``openai-fs sync`` waits for every queued change
+            await self.files.sync_all()
+            return
         await self.files.fsync(self._file_handle(fh))
 
     @_handler
@@ -315,7 +328,7 @@ class Operations(pyfuse3.Operations):
 
     @_handler
     async def unlink(self, parent_inode: int, name: bytes, ctx=None) -> None:
-        node = await self.namespace.lookup(parent_inode, _text(name))
+        node = await self.namespace.lookup_known(parent_inode, _text(name))
         if not isinstance(node, FileEntry):
             raise FSError(errno.EISDIR, f"{_text(name)} is a directory", level=logging.DEBUG)
         await self.files.unlink(node)
@@ -327,7 +340,7 @@ class Operations(pyfuse3.Operations):
         if flags & pyfuse3.RENAME_EXCHANGE:
             raise FSError(errno.EINVAL, "exchanging two files is not supported",
                           level=logging.INFO)
-        source = await self.namespace.lookup(parent_inode_old, _text(name_old))
+        source = await self.namespace.lookup_known(parent_inode_old, _text(name_old))
         _check_new_name(name_new)
         await self.files.rename(source, self.namespace.node(parent_inode_new), _text(name_new),
                                 replace=not flags & pyfuse3.RENAME_NOREPLACE)

@@ -69,15 +69,15 @@ async def make_core(fake, tmp_path, nursery):
     async def build(*, dir_ttl: float = 30.0, read_only: bool = False,
                     memory_bytes: int = 16 * MiB, disk_bytes: int = 256 * MiB,
                     settings: UploadSettings | None = None, max_retries: int = 0,
-                    cache_dir: Path | None = None) -> Core:
+                    cache_dir: Path | None = None, write_back: bool = False) -> Core:
         cache_dir = cache_dir or tmp_path / "cache"
         client = fake.client(max_retries=max_retries)
         kernel = RecordingKernelCache()
         fs = FileSystem(client, CoreSettings(
             cache_dir=cache_dir, dir_ttl=dir_ttl, read_only=read_only,
             memory_cache_bytes=memory_bytes, disk_cache_bytes=disk_bytes,
-            uploads=settings or UploadSettings()), nursery=nursery, kernel=kernel,
-            background_uploads=False)
+            uploads=settings or UploadSettings(), write_back=write_back), nursery=nursery,
+            kernel=kernel, background_uploads=False)
         fs.disk.scan()
         core = Core(fake, client, fs, Operations(fs, owner=OWNER), cache_dir, kernel)
         made.append(core)
