@@ -166,13 +166,9 @@ def mount(options: MountOptions, key: Secret, readiness: Readiness) -> int:
         if options.demo:
             demo = DemoServer.start()
             options.cache_dir = demo.folder / "cache"
-            client = FilesClient(api_key=key, base_url=demo.base_url,
-                                 retry=RetryPolicy(max_retries=options.retries),
-                                 timeout=options.timeout)
+            client = FilesClient(api_key=key, base_url=demo.base_url, retry=_retry(options))
         else:
-            client = FilesClient.from_environment(
-                api_key=key, retry=RetryPolicy(max_retries=options.retries),
-                timeout=options.timeout)
+            client = FilesClient.from_environment(api_key=key, retry=_retry(options))
         return trio.run(_serve, options, client, readiness, problems)
     except MountFailed as exc:
         if log_file is not None:      # in the foreground the one line below says it
@@ -186,6 +182,11 @@ def mount(options: MountOptions, key: Secret, readiness: Readiness) -> int:
     finally:
         if demo is not None:
             demo.stop()
+
+
+def _retry(options: MountOptions) -> RetryPolicy:
+    return RetryPolicy(max_retries=options.retries, timeout=options.timeout,
+                       processing=options.processing_timeout)
 
 
 async def _serve(options: MountOptions, client: FilesClient, readiness: Readiness,

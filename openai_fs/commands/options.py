@@ -106,9 +106,15 @@ OPTIONS: tuple[Option, ...] = (
                                "server's first refusal)", _purposes, "PURPOSES"),
     Option("api_key_file", "read the API key from FILE (must not be readable by others) "
                            "instead of OPENAI_API_KEY", Path, "FILE"),
-    Option("timeout", "seconds to wait for the server before a request counts as failed "
-                      "(default 60)", _seconds, "SECONDS"),
-    Option("retries", "times a failed request is retried (default 5)", _whole, "N"),
+    Option("timeout", "a server that cannot be reached, or sends nothing, for this many "
+                      "seconds is given up: the read or write fails with EIO, however the "
+                      "retries nest (default 30)", _seconds, "SECONDS"),
+    Option("processing_timeout", "seconds the server may take to answer once the whole "
+                                 "body of an upload is sent (default 600)", _seconds,
+           "SECONDS"),
+    Option("retries", "times a failed request is retried within one operation (408, 409, "
+                      "429, 5xx and connection failures; default 5); a Retry-After of up to "
+                      "120 s is honoured", _whole, "N"),
     Option("log_file", "write the log here (default: stderr with -f, else "
                        "~/.local/state/openai-fs/mount.log)", Path, "FILE"),
     Option("debug", "log every request and FUSE operation"),
@@ -137,7 +143,8 @@ class MountOptions:
     expires_after: int | None = None
     not_downloadable: tuple[str, ...] = ()
     api_key_file: Path | None = None
-    timeout: float = 60.0
+    timeout: float = 30.0
+    processing_timeout: float = 600.0
     retries: int = 5
     log_file: Path | None = None
     debug: bool = False
@@ -155,6 +162,8 @@ class MountOptions:
                               f"{readahead.MAX_WINDOW // purposes.MiB}M")
         if self.retries < 0:
             raise OptionError("--retries cannot be negative")
+        if self.timeout <= 0 or self.processing_timeout <= 0:
+            raise OptionError("--timeout and --processing-timeout must be more than 0 seconds")
         return self
 
     @property

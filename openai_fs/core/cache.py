@@ -34,9 +34,10 @@ from typing import TYPE_CHECKING, AsyncIterator
 import cachetools
 import trio
 
-from openai_fs.api import DownloadRefusedError, FileObject, FilesClient
+from openai_fs.api import DownloadRefusedError, FileObject, FilesClient, usable_id
 from openai_fs.core.content_access import ContentAccess, ContentRefused
 from openai_fs.core.download_ring import RING_BYTES, RingDownload, RingPool, direct_io
+from openai_fs.core.errors import FSError
 
 if TYPE_CHECKING:
     import outcome       # trio's own dependency: what a worker thread hands back
@@ -62,8 +63,10 @@ class DiskCache:
     """Whole files on disk, by id, least recently used first out.
 
     Files of one server live in their own folder (``content/<hash of base URL>/``), so a mount of
-    the emulator and one of the real API never mix. Downloads in progress are ``*.partial``
-    files; a dead mount's leftovers are removed at start.
+    the emulator and one of the real API never mix. A file is named by its id, which the API
+    client has checked (letters, digits, ``-``, ``_``) and :meth:`path` checks again: no server
+    string can choose another path. Downloads in progress are ``*.partial`` files; a dead
+    mount's leftovers are removed at start.
     """
 
     def __init__(self, root: Path, capacity: int, *, server: str) -> None:
@@ -84,6 +87,8 @@ class DiskCache:
             if ".partial" in path.name:
                 path.unlink(missing_ok=True)
                 continue
+            if not usable_id(path.name):
+                continue            # not a cached file: left alone
             info = path.stat()
             found.append((info.st_mtime, path.name, info.st_size))
         for _, file_id, size in sorted(found):
@@ -96,10 +101,10 @@ class DiskCache:
         return self.capacity > 0
 
     def path(self, file_id: str) -> Path:
-        return self.folder / file_id
+        return self.folder / _cache_name(file_id)
 
     def partial_path(self, file_id: str) -> Path:
-        return self.folder / f"{file_id}.partial-{secrets.token_hex(4)}"
+        return self.folder / f"{_cache_name(file_id)}.partial-{secrets.token_hex(4)}"
 
     def has(self, file: FileObject) -> bool:
         size = self._sizes.get(file.id)
@@ -267,6 +272,22 @@ class CacheStatistics:
         return dict(vars(self))
 
 
+def _cache_name(file_id: str) -> str:
+    """The name of a file's copy: its id, which must be one (see :func:`usable_id`)."""
+    if not usable_id(file_id):
+        raise ValueError(f"not a file id: {file_id[:40]!r}")
+    return file_id
+
+
+def _refuse_untrusted(file: FileObject) -> None:
+    """The content of a listing entry that cannot be trusted is never read: its size (and
+    so what a complete copy is) is not known."""
+    if file.problem is not None:
+        raise FSError(errno.EIO, f"{file.purpose or '?'}/{file.id}: the server's entry for it "
+                                 f"cannot be trusted ({file.problem}); it cannot be read",
+                      level=logging.DEBUG)
+
+
 class ContentCache:
     """Reads of file content, served from the caches and filled from the server."""
 
@@ -305,6 +326,7 @@ class ContentCache:
         """As :meth:`read`, but possibly a view of a download's ring, which stays valid only
         until the caller next awaits: made for a FUSE reply, which pyfuse3 copies to the
         kernel before anything else runs, and saves copying every byte once more."""
+        _refuse_untrusted(file)
         if offset >= file.bytes or size <= 0:
             return b""
         size = min(size, file.bytes - offset)
@@ -323,7 +345,10 @@ class ContentCache:
 
     async def fetch_whole(self, file: FileObject) -> bool:
         """Make sure the whole file is in the disk cache (used before deleting a file that is
-        still open). False when it cannot be kept there."""
+        still open). False when it cannot be kept there, or when the server's entry for it
+        cannot be trusted (its content is never read)."""
+        if file.problem is not None:
+            return False
         if self.disk.has(file):
             return True
         if not self.disk.fits(file.bytes):
@@ -338,6 +363,7 @@ class ContentCache:
         """Write the whole content of ``file`` into the local file ``path`` (open as ``fd``):
         copied from the disk cache when it is there, else streamed from the server. An empty
         file needs nothing (and nothing is lost if it is gone from the server since)."""
+        _refuse_untrusted(file)
         if file.bytes == 0:
             return
         if self.disk.has(file):

@@ -12,6 +12,7 @@ import errno
 import functools
 import json
 import logging
+import os
 import stat
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -50,6 +51,8 @@ UNSUPPORTED_XATTRS = (b"security.", b"system.", b"trusted.")
 BLOCK_HINT = 1024 * 1024
 #: directories never change identity; their names can be cached long
 DIR_ENTRY_TIMEOUT = 300.0
+#: the largest extended attribute value the kernel passes (XATTR_SIZE_MAX)
+XATTR_SIZE_MAX = 64 * 1024
 
 
 @dataclass(frozen=True)
@@ -174,7 +177,8 @@ class Operations(pyfuse3.Operations):
     @_handler
     async def opendir(self, inode: int, ctx=None) -> int:
         children = await self.namespace.list_directory(inode)
-        return self._add_handle(DirectoryHandle([node.inode for _, node in children], children))
+        return self._add_handle(DirectoryHandle([node.inode for _, node in children], children,
+                                                gap=self.namespace.gap_of(inode)))
 
     @_handler
     async def readdir(self, fh: int, start_id: int, token) -> None:
@@ -183,7 +187,13 @@ class Operations(pyfuse3.Operations):
         listing = self._handles[fh]
         assert isinstance(listing, DirectoryHandle)
         children = listing.children
-        for index in range(bisect.bisect_right(listing.inodes, start_id), len(children)):
+        start = bisect.bisect_right(listing.inodes, start_id)
+        if start >= len(children) and listing.gap is not None:
+            # An incomplete listing must not look complete (rsync --delete would delete what
+            # it lacks): every entry went out in earlier calls (an error in the call that
+            # sent some would lose them), and the read ends with EIO. Logged when listed.
+            raise FSError(errno.EIO, listing.gap, level=logging.DEBUG)
+        for index in range(start, len(children)):
             name, node = children[index]
             if not pyfuse3.readdir_reply(token, names.name_bytes(name), self.attributes(node),
                                          node.inode):
@@ -229,7 +239,15 @@ class Operations(pyfuse3.Operations):
             snapshot = (json.dumps(self._status(), indent=2, default=str) + "\n").encode()
             return pyfuse3.FileInfo(fh=self._add_handle(SnapshotHandle(snapshot)),
                                     direct_io=True, keep_cache=False)
-        handle = await self.files.open(self._file(inode), flags, _pid(ctx))
+        entry = self._file(inode)
+        if entry.file is not None and entry.file.problem is not None and entry.local is None \
+                and not flags & os.O_TRUNC and flags & os.O_ACCMODE != os.O_WRONLY:
+            # Its size is not known (the kernel would read an empty file as EOF without
+            # asking), so the read fails here; the namespace logged why.
+            raise FSError(errno.EIO, f"{entry.directory.name}/{entry.name}: the server's entry "
+                                     f"cannot be trusted ({entry.file.problem})",
+                          level=logging.DEBUG)
+        handle = await self.files.open(entry, flags, _pid(ctx))
         return self._file_info(inode, handle)
 
     @_handler
@@ -334,6 +352,12 @@ class Operations(pyfuse3.Operations):
         value = self._xattrs(inode).get(name)
         if value is None:
             raise pyfuse3.FUSEError(pyfuse3.ENOATTR)
+        if len(value) > XATTR_SIZE_MAX:
+            # no program can be given it (the kernel caps values at 64 KiB); a server name of
+            # 100 kB is shown cut in the file's name, and its full text is not available here
+            raise FSError(errno.E2BIG, f"{name.decode(errors='replace')} of inode {inode} holds "
+                                       f"{len(value)} bytes, more than an attribute can",
+                          level=logging.DEBUG)
         return value
 
     @_handler
@@ -364,6 +388,8 @@ class Operations(pyfuse3.Operations):
             values["filename"] = node.server_name
             if node.file is not None:
                 values["id"] = node.file.id
+                if node.file.problem is not None:
+                    values["error"] = f"the server's entry cannot be trusted: {node.file.problem}"
                 values["created_at"] = str(node.file.created_at)
                 if node.file.expires_at is not None:
                     values["expires_at"] = str(node.file.expires_at)
