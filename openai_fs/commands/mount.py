@@ -36,10 +36,11 @@ from openai_fs.commands.options import (
 from openai_fs.commands.secrets import KeyFileError, key_from_environment, read_key_file
 from openai_fs.core import readahead
 from openai_fs.core.filesystem import CoreSettings, FileSystem
+from openai_fs.core.private import UnsafeFolder, cache_root
 from openai_fs.core.uploader import UploadSettings
 from openai_fs.fuse import mounting
 from openai_fs.fuse.kernel_cache import FuseKernelCache
-from openai_fs.fuse.operations import Operations, Ownership
+from openai_fs.fuse.operations import Modes, Operations, Ownership
 
 log = logging.getLogger(__name__)
 
@@ -193,12 +194,13 @@ async def _serve(options: MountOptions, client: FilesClient, readiness: Readines
                  problems: logs.RecentProblems) -> int:
     async with client:
         await _check_credentials(client)
-        cache_dir = options.cache_dir
         try:
-            cache_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+            cache_dir = cache_root(options.cache_dir)
+        except UnsafeFolder as exc:
+            raise MountFailed(str(exc)) from None
         except OSError as exc:
-            raise MountFailed(f"cannot use the cache folder {cache_dir}: {exc.strerror}") \
-                from None
+            raise MountFailed(f"cannot use the cache folder {options.cache_dir}: "
+                              f"{exc.strerror}") from None
         started = time.time()
         mountpoint = os.path.realpath(options.mountpoint)
         settings = CoreSettings(
@@ -229,6 +231,8 @@ async def _serve(options: MountOptions, client: FilesClient, readiness: Readines
                             "problems": list(problems.records)}
 
                 operations = Operations(core, owner=Ownership(options.uid, options.gid),
+                                        modes=Modes(options.file_mode, options.dir_mode,
+                                                    options.umask),
                                         status=status)
 
                 def mounted() -> None:

@@ -56,6 +56,16 @@ def _whole(text: str) -> int:
         raise OptionError(f"not a whole number: {text!r}") from None
 
 
+def _mode(text: str) -> int:
+    try:
+        value = int(text, 8)
+    except ValueError:
+        raise OptionError(f"not an octal mode: {text!r} (e.g. 0640)") from None
+    if not 0 <= value <= 0o777:
+        raise OptionError(f"a mode is between 0 and 0777: {text!r}")
+    return value
+
+
 def _purposes(text: str) -> tuple[str, ...]:
     chosen = tuple(dict.fromkeys(part.strip() for part in text.split(",") if part.strip()))
     if not chosen:
@@ -80,6 +90,12 @@ OPTIONS: tuple[Option, ...] = (
                           "/etc/fuse.conf unless run by root)"),
     Option("uid", "owner shown for every file (default: you)", _whole, "UID"),
     Option("gid", "group shown for every file (default: your group)", _whole, "GID"),
+    Option("file_mode", "permission bits of files in writable purposes (default 0644; "
+                        "read-only purposes drop the write bits)", _mode, "MODE"),
+    Option("dir_mode", "permission bits of writable purpose directories (default 0755; "
+                       "read-only ones drop the write bits)", _mode, "MODE"),
+    Option("umask", "bits removed from every file's and directory's mode (default 0; e.g. "
+                    "077 with --allow-other keeps other users out)", _mode, "MASK"),
     Option("cache_size", "memory for cached content (default 256M)", parse_size, "SIZE"),
     Option("cache_dir", "folder for the disk cache, spool files and unsent bytes "
                         "(default ~/.cache/openai-fs)", Path, "DIR"),
@@ -131,6 +147,9 @@ class MountOptions:
     allow_other: bool = False
     uid: int = field(default_factory=os.getuid)
     gid: int = field(default_factory=os.getgid)
+    file_mode: int = 0o644
+    dir_mode: int = 0o755
+    umask: int = 0
     cache_size: int = 256 * purposes.MiB
     cache_dir: Path = field(default_factory=lambda: _xdg("XDG_CACHE_HOME", ".cache"))
     disk_cache_size: int = 4 * purposes.GiB

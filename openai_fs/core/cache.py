@@ -38,6 +38,7 @@ from openai_fs.api import DownloadRefusedError, FileObject, FilesClient, usable_
 from openai_fs.core.content_access import ContentAccess, ContentRefused
 from openai_fs.core.download_ring import RING_BYTES, RingDownload, RingPool, direct_io
 from openai_fs.core.errors import FSError
+from openai_fs.core.private import private_dirs
 
 if TYPE_CHECKING:
     import outcome       # trio's own dependency: what a worker thread hands back
@@ -71,7 +72,9 @@ class DiskCache:
 
     def __init__(self, root: Path, capacity: int, *, server: str) -> None:
         self.capacity = capacity
-        self.folder = root / "content" / hashlib.sha256(server.encode()).hexdigest()[:16]
+        self._root = root
+        self._server_folder = hashlib.sha256(server.encode()).hexdigest()[:16]
+        self.folder = root / "content" / self._server_folder
         self._sizes: dict[str, int] = {}      # insertion order = least recently used first
         self._pinned: dict[str, int] = {}
         self._doomed: set[str] = set()
@@ -81,7 +84,8 @@ class DiskCache:
         """Build the index from the folder (blocking; run in a thread at start)."""
         if self.capacity <= 0:
             return
-        self.folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self._root.mkdir(parents=True, exist_ok=True, mode=0o700)
+        private_dirs(self._root, "content", self._server_folder)
         found = []
         for path in self.folder.iterdir():
             if ".partial" in path.name:

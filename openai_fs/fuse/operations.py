@@ -53,12 +53,30 @@ BLOCK_HINT = 1024 * 1024
 DIR_ENTRY_TIMEOUT = 300.0
 #: the largest extended attribute value the kernel passes (XATTR_SIZE_MAX)
 XATTR_SIZE_MAX = 64 * 1024
+#: handlers whose argument at this index is file content, never to be logged
+CONTENT_ARGUMENT = {"write": 2, "setxattr": 2}
 
 
 @dataclass(frozen=True)
 class Ownership:
     uid: int
     gid: int
+
+
+@dataclass(frozen=True)
+class Modes:
+    """Permission bits (``--file-mode``, ``--dir-mode``, ``--umask``): writable purposes show
+    them, read-only ones without the write bits, and the umask is taken from both."""
+
+    file: int = 0o644
+    directory: int = 0o755
+    umask: int = 0
+
+    def of_file(self, writable: bool) -> int:
+        return self.file & ~(0 if writable else 0o222) & ~self.umask
+
+    def of_directory(self, writable: bool) -> int:
+        return self.directory & ~(0 if writable else 0o222) & ~self.umask
 
 
 def _handler(method: Callable[..., Any]) -> Callable[..., Any]:
@@ -69,7 +87,7 @@ def _handler(method: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(method)
     async def wrapper(self: Operations, *args: Any) -> Any:
         if log.isEnabledFor(logging.DEBUG):
-            log.debug("%s%s", name, _shown(args))
+            log.debug("%s%s", name, _shown(name, args))
         try:
             return await method(self, *args)
         except pyfuse3.FUSEError:
@@ -86,13 +104,14 @@ class Operations(pyfuse3.Operations):
     supports_dot_lookup = True
     enable_writeback_cache = False
 
-    def __init__(self, core: FileSystem, *, owner: Ownership,
+    def __init__(self, core: FileSystem, *, owner: Ownership, modes: Modes = Modes(),
                  status: Callable[[], dict[str, Any]] | None = None) -> None:
         super().__init__()
         self.core = core
         self.namespace = core.namespace
         self.files = core.files
         self.owner = owner
+        self.modes = modes
         self._status = status or (lambda: {})
         self._handles: dict[int, Handle] = {}
         self._next_fh = 1
@@ -118,7 +137,7 @@ class Operations(pyfuse3.Operations):
         attr.st_gid = self.owner.gid
         attr.st_blksize = BLOCK_HINT
         if isinstance(node, FileEntry):
-            mode = 0o644 if node.writable else 0o444
+            mode = self.modes.of_file(node.writable)
             if not self.files.readable(node):
                 mode &= ~0o444      # content the server keeps to itself (docs/SEMANTICS.md)
             attr.st_mode = stat.S_IFREG | mode
@@ -127,7 +146,7 @@ class Operations(pyfuse3.Operations):
             when = node.mtime
             ttl = 0.0 if node.local is not None else self.namespace.dir_ttl
         else:
-            attr.st_mode = stat.S_IFDIR | (0o755 if node.writable else 0o555)
+            attr.st_mode = stat.S_IFDIR | self.modes.of_directory(node.writable)
             attr.st_nlink = 2
             when = node.created
             ttl = 1.0
@@ -140,7 +159,7 @@ class Operations(pyfuse3.Operations):
     def _control_attributes(self) -> pyfuse3.EntryAttributes:
         attr = pyfuse3.EntryAttributes()
         attr.st_ino = CONTROL_INODE
-        attr.st_mode = stat.S_IFREG | 0o444
+        attr.st_mode = stat.S_IFREG | (0o444 & ~self.modes.umask)
         attr.st_uid, attr.st_gid = self.owner.uid, self.owner.gid
         attr.entry_timeout = attr.attr_timeout = 0
         return attr
@@ -453,11 +472,15 @@ def _fuse_error(operation: str, exc: Exception) -> pyfuse3.FUSEError:
     return pyfuse3.FUSEError(error.errno)
 
 
-def _shown(args: tuple[Any, ...]) -> str:
-    """A handler's arguments for the debug log: bytes shortened, no request context."""
+def _shown(handler: str, args: tuple[Any, ...]) -> str:
+    """A handler's arguments for the debug log: bytes shortened, no request context, and never
+    file content (a write's buffer, an attribute's value): only its length."""
     shown = []
-    for arg in args:
-        if isinstance(arg, (bytes, bytearray)) and len(arg) > 64:
+    content = CONTENT_ARGUMENT.get(handler)
+    for index, arg in enumerate(args):
+        if index == content and isinstance(arg, (bytes, bytearray, memoryview)):
+            shown.append(f"<{len(arg)} bytes>")
+        elif isinstance(arg, (bytes, bytearray)) and len(arg) > 64:
             shown.append(f"<{len(arg)} bytes>")
         elif isinstance(arg, (int, bytes, str, float)) or arg is None:
             shown.append(repr(arg))
