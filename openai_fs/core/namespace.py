@@ -64,6 +64,8 @@ class Directory:
     purpose: str | None = None
     writable: bool = False
     created: float = field(default_factory=time.time)
+    #: changes whenever a name is added to it or leaves it (st_mtime, st_ctime)
+    mtime: float = field(default_factory=time.time)
     #: why its latest listing may lack files the server has (None: complete)
     gap: str | None = None
     #: the gap last logged, so that a listing that stays incomplete is logged once
@@ -88,6 +90,9 @@ class PurposeDir(Directory):
     @property
     def listed_bytes(self) -> int:
         return sum(entry.file.bytes for entry in self.files.values() if entry.file)
+
+    def names_changed(self) -> None:
+        self.mtime = time.time()
 
 
 @dataclass(eq=False)
@@ -586,6 +591,8 @@ class Namespace:
         for name, entry in by_name.items():
             entry.name = name
         directory.by_name = by_name
+        if by_name.keys() != old.keys():
+            directory.names_changed()
         if notify:
             for name, entry in old.items():
                 if by_name.get(name) is not entry:

@@ -148,7 +148,7 @@ class Operations(pyfuse3.Operations):
         else:
             attr.st_mode = stat.S_IFDIR | self.modes.of_directory(node.writable)
             attr.st_nlink = 2
-            when = node.created
+            when = node.mtime       # moves when a name is added or leaves
             ttl = 1.0
         attr.st_blocks = (attr.st_size + 511) // 512
         attr.st_atime_ns = attr.st_mtime_ns = attr.st_ctime_ns = int(when * 1e9)
@@ -168,6 +168,10 @@ class Operations(pyfuse3.Operations):
 
     @_handler
     async def lookup(self, parent_inode: int, name: bytes, ctx=None) -> pyfuse3.EntryAttributes:
+        if len(name) > names.MAX_NAME_BYTES:
+            # the kernel passes FUSE names up to 1024 bytes; none of ours is that long
+            raise FSError(errno.ENAMETOOLONG, f"{name[:40]!r}...: name too long",
+                          level=logging.DEBUG)
         text = _text(name)
         if parent_inode == ROOT_INODE and text == CONTROL_NAME:
             return self._control_attributes()
