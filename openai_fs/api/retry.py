@@ -53,6 +53,7 @@ from openai_fs.api.errors import (
     APIConnectionError,
     APIError,
     APIStatusError,
+    APITimeoutError,
     QuotaExceededError,
 )
 
@@ -160,9 +161,9 @@ class ServerWatch:
     def gave_up(self, policy: RetryPolicy) -> None:
         if self.dead_since is None:
             self.dead_since = trio.current_time()
-            log.info("the server showed no sign of life for %.0f s: until it does, each "
-                     "request gets one try of %.0f s", policy.timeout,
-                     min(policy.probe, policy.timeout))
+            # DEBUG: the failure itself is logged where it is answered
+            log.debug("the server cannot be reached or does not answer: until it does, each "
+                      "request gets one try of %.0f s", min(policy.probe, policy.timeout))
 
 
 class Operation:
@@ -202,11 +203,18 @@ class Operation:
         return self.policy.timeout - self.silent_for()
 
     def gives_up(self, exc: BaseException | None) -> bool:
-        """Whether the operation stops after this (retryable) failure."""
+        """Whether the operation stops after this (retryable) failure. Stopping because the
+        server could not be reached or stayed silent gives it up as dead (see ServerWatch)."""
+        dead = isinstance(exc, APITimeoutError) or (
+            isinstance(exc, APIConnectionError) and not exc.request_sent)
         if not isinstance(exc, APIStatusError) and self.left() <= 0:
             self.server.gave_up(self.policy)
             return True
-        return self.retries >= self.policy.max_retries
+        if self.retries >= self.policy.max_retries:
+            if dead:
+                self.server.gave_up(self.policy)
+            return True
+        return False
 
     def retried(self) -> None:
         """One more retry is taken (after :meth:`gives_up` said no)."""
