@@ -14,19 +14,22 @@ from openai_fs.api.errors import (
     MalformedResponseError,
     NotFoundError,
     PermissionDeniedError,
+    QuotaExceededError,
     RateLimitError,
     RequestTooLargeError,
     ServerError,
     UnprocessableEntityError,
 )
-from openai_fs.api.models import ExpiresAfter, FileObject, FilePage, Upload, UploadPart
+from openai_fs.api.client import Listing
+from openai_fs.api.models import ExpiresAfter, FileObject, FilePage, Upload, UploadPart, usable_id
 from openai_fs.api.retry import RetryPolicy
 
 __all__ = [
     "APIConnectionError", "APIError", "APIStatusError", "APITimeoutError", "AuthenticationError",
     "BadRequestError", "ClientStatistics", "ConflictError", "DEFAULT_BASE_URL",
     "DownloadRefusedError", "ExpiresAfter",
-    "FileObject", "FilePage", "FileRegion", "FilesClient", "MalformedResponseError",
-    "NotFoundError", "PermissionDeniedError", "RateLimitError", "RequestTooLargeError",
-    "RetryPolicy", "ServerError", "UnprocessableEntityError", "Upload", "UploadPart",
+    "FileObject", "FilePage", "FileRegion", "FilesClient", "Listing", "MalformedResponseError",
+    "NotFoundError", "PermissionDeniedError", "QuotaExceededError", "RateLimitError",
+    "RequestTooLargeError", "RetryPolicy", "ServerError", "UnprocessableEntityError", "Upload",
+    "UploadPart", "usable_id",
 ]

@@ -1,11 +1,17 @@
 """An async client of the OpenAI Files and Uploads API (httpx on trio).
 
-One :class:`FilesClient` per mount. Every call goes through :meth:`FilesClient._call`, which
-sends, maps failures to :mod:`openai_fs.api.errors`, and retries under the
-:class:`~openai_fs.api.retry.RetryPolicy`. Requests that are not idempotent (``POST /files``,
-completing an Upload) are never simply sent twice after a failure that may have taken effect:
-the client first looks for the file the failed attempt may have created (see
+One :class:`FilesClient` per mount. Every request goes through :meth:`FilesClient._send`,
+which sends, maps failures to :mod:`openai_fs.api.errors`, and counts what the server did
+towards the budget of the operation the request belongs to; the retry loops around it spend
+that one budget (:class:`~openai_fs.api.retry.RetryPolicy`: a dead server fails an operation
+within ``--timeout`` however the loops nest). Requests that are not idempotent (``POST
+/files``, completing an Upload) are never simply sent twice after a failure that may have taken
+effect: the client first looks for the file the failed attempt may have created (see
 :meth:`FilesClient.find_uploaded_copy`).
+
+Nothing the server sends is trusted (:mod:`openai_fs.api.models`): ids are checked before they
+become part of a path or URL, and percent-encoded in every URL; a listing shows what it can,
+and says why it may be incomplete (:class:`Listing`).
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from urllib.parse import quote
 
 import httpx
 import trio
@@ -35,8 +42,22 @@ from openai_fs.api.errors import (
     NotFoundError,
     status_error_class,
 )
-from openai_fs.api.models import ExpiresAfter, FileObject, FilePage, Upload, UploadPart
-from openai_fs.api.retry import RetryPolicy, may_have_taken_effect, parse_retry_after
+from openai_fs.api.models import (
+    ExpiresAfter,
+    FileObject,
+    FilePage,
+    Upload,
+    UploadPart,
+    usable_id,
+)
+from openai_fs.api.retry import (
+    Operation,
+    RetryPolicy,
+    ServerWatch,
+    current_operation,
+    may_have_taken_effect,
+    parse_retry_after,
+)
 from openai_fs.api.secret import Secret, redact
 
 log = logging.getLogger(__name__)
@@ -47,10 +68,13 @@ DEFAULT_BASE_URL = "https://api.openai.com/v1"
 CLOCK_SKEW_SECONDS = 300
 #: bytes of an error body we read at most
 MAX_ERROR_BODY = 64 * 1024
-#: a download that broke after bringing at least this many new bytes since its last break has
-#: its retry count started afresh (fewer would let a server that breaks every few bytes keep
-#: it going for ever)
+#: a body that broke after bringing at least this many new bytes since the previous break
+#: starts its counts afresh (fewer would let a server that breaks every few bytes keep a
+#: download going for ever)
 RESUME_PROGRESS = 1024 * 1024
+#: a listing walk stops after this many pages (docs/SEMANTICS.md): 10 million files at the
+#: API's 10,000 per page
+MAX_LIST_PAGES = 1000
 
 tuning.apply()
 
@@ -94,7 +118,38 @@ class ContentRange:
     partial: bool
 
 
+@dataclass
+class Listing:
+    """Every file a listing walk found, and why it may lack some the server has."""
+
+    files: list[FileObject] = field(default_factory=list)
+    #: why the listing is incomplete (entries that could not be shown, a cursor that did not
+    #: advance, too many pages); empty when it is complete
+    gaps: list[str] = field(default_factory=list)
+
+    @property
+    def complete(self) -> bool:
+        return not self.gaps
+
+
 BodySource = bytes | FileRegion
+
+
+def _file_path(file_id: str, suffix: str = "") -> str:
+    """``files/{id}`` (+ ``suffix``), the id checked and percent-encoded."""
+    return f"files/{_quoted_id(file_id)}{suffix}"
+
+
+def _upload_path(upload_id: str, suffix: str) -> str:
+    return f"uploads/{_quoted_id(upload_id)}{suffix}"
+
+
+def _quoted_id(value: str) -> str:
+    if not usable_id(value):
+        # never sent: an id that is not one cannot name anything on the server
+        raise APIError(f"refused to send a request for {value[:40]!r}, which is not an id "
+                       "the mount accepts")
+    return quote(value, safe="")
 
 
 class FilesClient:
@@ -102,8 +157,8 @@ class FilesClient:
 
     def __init__(self, *, api_key: Secret, base_url: str = DEFAULT_BASE_URL,
                  organization: str | None = None, project: str | None = None,
-                 retry: RetryPolicy | None = None, timeout: float = 60.0,
-                 connect_timeout: float = 10.0, max_connections: int = 64,
+                 retry: RetryPolicy | None = None, max_connections: int = 64,
+                 max_list_pages: int = MAX_LIST_PAGES,
                  transport: httpx.AsyncBaseTransport | None = None,
                  event_hooks: Mapping[str, list[Callable[..., Any]]] | None = None) -> None:
         self._key = api_key
@@ -111,6 +166,9 @@ class FilesClient:
         self.organization = organization
         self.project = project
         self.retry = retry or RetryPolicy()
+        self.max_list_pages = max_list_pages
+        #: whether the server is given up as dead, across operations
+        self._server = ServerWatch()
         self.stats = ClientStatistics()
         #: whether the server honours ``Range`` on content: None until a ranged request tells
         self.range_supported: bool | None = None
@@ -121,7 +179,8 @@ class FilesClient:
             headers["OpenAI-Project"] = project
         self._http = httpx.AsyncClient(
             base_url=self.base_url + "/", auth=_BearerAuth(api_key), headers=headers,
-            timeout=httpx.Timeout(timeout, connect=connect_timeout),
+            # each request gets the timeouts of its operation (RetryPolicy.request_timeout)
+            timeout=httpx.Timeout(self.retry.timeout, connect=self.retry.connect, pool=None),
             limits=httpx.Limits(max_connections=max_connections,
                                 max_keepalive_connections=max_connections),
             transport=transport, event_hooks=dict(event_hooks or {}), follow_redirects=True)
@@ -163,38 +222,82 @@ class FilesClient:
     # ---------------------------------------------------------------- files
 
     async def list_page(self, *, purpose: str | None = None, limit: int | None = None,
-                        order: str | None = None, after: str | None = None) -> FilePage:
+                        order: str | None = None, after: str | None = None,
+                        operation: Operation | None = None) -> FilePage:
+        """One page. Entries without a usable id are left out (``FilePage.skipped`` says
+        why); an entry with a usable id and other fields that cannot be trusted is kept, with
+        ``FileObject.problem`` saying what is wrong."""
         params = {key: value for key, value in
                   (("purpose", purpose), ("limit", limit), ("order", order), ("after", after))
                   if value is not None}
-        data = await self._json("GET", "files", kind="list", params=params)
+        data = await self._json("GET", "files", kind="list", params=params, op=operation)
         return self._parse(FilePage, data, "GET", "files")
 
     async def list_files(self, *, purpose: str | None = None, limit: int | None = None,
-                         order: str | None = None) -> AsyncIterator[FilePage]:
+                         order: str | None = None, gaps: list[str] | None = None
+                         ) -> AsyncIterator[FilePage]:
         """Every page of the listing, following ``after`` as the SDK does (the id of the last
-        item of a page), until ``has_more`` is false or a page comes back empty."""
-        after = None
-        while True:
-            page = await self.list_page(purpose=purpose, limit=limit, order=order, after=after)
-            yield page
-            if not page.has_more or not page.files:
-                return
-            after = page.files[-1].id
+        shown entry of a page), until ``has_more`` is false or a page comes back empty.
 
-    async def list_all(self, **filters: Any) -> list[FileObject]:
-        files: list[FileObject] = []
-        async for page in self.list_files(**filters):
-            files.extend(page.files)
-        return files
+        The walk always ends: a page whose cursor does not advance, or that repeats an id this
+        walk has seen, ends it, and so does the :data:`MAX_LIST_PAGES`-th page. The pages
+        yielded hold no id twice. When the walk may have missed files (such an early end, or
+        entries that could not be shown), the reasons are appended to ``gaps``.
+        """
+        after: str | None = None
+        seen: set[str] = set()
+        operation = current_operation.get() or self.retry.operation(self._server)
+        filtered = f"purpose={purpose}" if purpose else "all purposes"
+        for number in range(1, self.max_list_pages + 1):
+            page = await self.list_page(purpose=purpose, limit=limit, order=order, after=after,
+                                        operation=operation)
+            fresh = [found for found in page.files if found.id not in seen]
+            repeated = len(fresh) < len(page.files) or len({f.id for f in fresh}) < len(fresh)
+            fresh = list({found.id: found for found in fresh}.values())
+            seen.update(found.id for found in fresh)
+            if gaps is not None and page.skipped:
+                gaps.extend(page.skipped)
+            yield FilePage(files=tuple(fresh), has_more=page.has_more, first_id=page.first_id,
+                           last_id=page.last_id, skipped=page.skipped)
+            if not page.has_more:
+                return
+            if not page.files:
+                if gaps is not None and not page.skipped:
+                    gaps.append(f"the server's listing ({filtered}) says more follow its page "
+                                f"{number}, which is empty")
+                return
+            cursor = page.files[-1].id
+            if repeated or cursor == after:
+                if gaps is not None:
+                    gaps.append(f"the server's listing ({filtered}) repeats itself: page "
+                                f"{number} {'has ids seen before' if repeated else 'did not advance its cursor'}"
+                                f" though it says more follow")
+                return
+            after = cursor
+        if gaps is not None:
+            gaps.append(f"the listing ({filtered}) was cut after {self.max_list_pages} pages")
+
+    async def list_all(self, **filters: Any) -> Listing:
+        """The whole listing (see :meth:`list_files`), and why it may be incomplete."""
+        listing = Listing()
+        async for page in self.list_files(gaps=listing.gaps, **filters):
+            listing.files.extend(page.files)
+        return listing
 
     async def retrieve(self, file_id: str) -> FileObject:
-        path = f"files/{file_id}"
-        return self._parse(FileObject, await self._json("GET", path, kind="retrieve"), "GET", path)
+        """``GET /files/{id}``. The answer is read like a listing entry: kept when it names
+        this id, with ``problem`` set when other fields cannot be trusted."""
+        path = _file_path(file_id)
+        data = await self._json("GET", path, kind="retrieve")
+        found = self._parse(FileObject, data, "GET", path, lenient=True)
+        if found.id != file_id:
+            raise MalformedResponseError(f"asked for {file_id}, the answer is {found.id}",
+                                         method="GET", path="/" + path)
+        return found
 
     async def delete(self, file_id: str) -> bool:
         """Delete a file. A file already gone raises :class:`NotFoundError`."""
-        path = f"files/{file_id}"
+        path = _file_path(file_id)
         data = await self._json("DELETE", path, kind="delete")
         if not isinstance(data, dict) or not isinstance(data.get("deleted"), bool):
             raise MalformedResponseError("the answer has no 'deleted' flag", method="DELETE",
@@ -227,7 +330,8 @@ class FilesClient:
                 content = region
             try:
                 data = await self._json("POST", "files", kind="create_file", retry=False,
-                                        data=fields, files={"file": (filename, content, mime_type)})
+                                        uploads=True, data=fields,
+                                        files={"file": (filename, content, mime_type)})
             except BaseException:
                 if region is not None:
                     region.retract_progress()
@@ -284,7 +388,7 @@ class FilesClient:
         stream = body()
         try:
             data = await self._json("POST", "files", kind="create_file", retry=False,
-                                    content=stream,
+                                    uploads=True, content=stream,
                                     headers={"content-type": framing.headers["content-type"]})
         finally:
             await stream.aclose()
@@ -305,22 +409,28 @@ class FilesClient:
         requested end is passed. ``ask_end`` (with no ``length``) asks for ``Range`` up to there
         without ending the stream there: a server that honours it ends the body there, and the
         whole body of one that ignores it goes on to the caller, who may stop reading whenever
-        it likes (leaving the ``async for`` closes the connection). A connection dropped mid-body is resumed from the first missing
-        byte (with ``Range`` when the server supports it), within the retry budget; a break
-        that comes after :data:`RESUME_PROGRESS` new bytes starts that budget afresh.
+        it likes (leaving the ``async for`` closes the connection). A connection dropped mid-body
+        is resumed from the first missing byte (with ``Range`` when the server supports it). The
+        whole stream is one operation of the :class:`RetryPolicy`: new bytes are the server's
+        sign of life, so a transfer is not cut off while they arrive, and it fails once the
+        server has sent nothing new for
+        ``timeout`` seconds, however many resumptions and retries that took, or once it took
+        ``max_retries`` retries with less than :data:`RESUME_PROGRESS` new bytes between two
+        breaks.
         """
         want_end = None if length is None else offset + length
-        path = f"files/{file_id}/content"
+        path = _file_path(file_id, "/content")
+        shared = current_operation.get()
+        operation = shared or self.retry.operation(self._server)
         delivered: int | None = None   # end of what has been yielded; None before any answer
-        failures = 0
-        #: where the stream stood at the last failure: a break after real progress starts the
-        #: retry budget afresh, so a long download is not failed by breaks hours apart
-        stood_at: int | None = None
+        broke_at: int | None = None    # where the stream stood at the last break
         while True:
             ask_from = offset if delivered is None else delivered
+            answered = False
             try:
-                async with self._open_content(file_id, ask_from, want_end or ask_end) as (
-                        response, span):
+                async with _ContentResponse(self, operation, path, ask_from,
+                                            want_end or ask_end) as (response, span):
+                    answered = True
                     if span.start > ask_from:
                         raise MalformedResponseError(
                             f"asked for bytes from {ask_from}, the answer starts at {span.start}",
@@ -328,9 +438,10 @@ class FilesClient:
                     if delivered is None:
                         delivered = span.start        # 0 when the server ignored Range
                     cursor = span.start
-                    async for chunk in self._body_chunks(response, file_id, chunk_size):
+                    async for chunk in self._body_chunks(response, path, chunk_size):
                         chunk_end = cursor + len(chunk)
                         if chunk_end > delivered:     # after a resume, skip what was yielded
+                            operation.alive()         # new bytes: a sign of life
                             skip = max(0, delivered - cursor)
                             yield cursor + skip, chunk[skip:] if skip else chunk
                             delivered = chunk_end
@@ -342,14 +453,17 @@ class FilesClient:
                                                  method="GET", path="/" + path)
                     return
             except APIConnectionError as exc:
-                if delivered is not None and stood_at is not None \
-                        and delivered - stood_at >= RESUME_PROGRESS:
-                    failures = 0
-                stood_at = delivered
-                failures += 1
-                if failures > self.retry.max_retries:
+                if answered:
+                    # a body that broke after real progress starts the count of retries afresh
+                    # (a long download is not failed by breaks hours apart)
+                    if broke_at is not None and delivered is not None and not shared \
+                            and delivered - broke_at >= RESUME_PROGRESS:
+                        operation.progressed()
+                    broke_at = delivered
+                if operation.gives_up(exc):
                     raise
-                delay = self.retry.delay(failures - 1, exc)
+                delay = operation.wait(exc)
+                operation.retried()
                 self.stats.retries += 1
                 log.info("download of %s broke at byte %d (%s); resuming in %.1f s",
                          file_id, delivered or ask_from, exc.message, delay)
@@ -368,16 +482,8 @@ class FilesClient:
                 pieces.append(chunk[lo:hi])
         return b"".join(pieces)
 
-    def _open_content(self, file_id: str, start: int, end: int | None):
-        path = f"files/{file_id}/content"
-        headers = {"Accept": "application/binary"}
-        if start > 0 or end is not None:
-            headers["Range"] = f"bytes={start}-{'' if end is None else end - 1}"
-        return _ContentResponse(self, path, headers, start, end)
-
-    async def _body_chunks(self, response: httpx.Response, file_id: str,
+    async def _body_chunks(self, response: httpx.Response, path: str,
                            chunk_size: int | None) -> AsyncIterator[bytes]:
-        path = f"files/{file_id}/content"
         try:
             async for chunk in response.aiter_bytes(chunk_size):
                 self.stats.bytes_downloaded += len(chunk)
@@ -400,11 +506,11 @@ class FilesClient:
     async def add_upload_part(self, upload_id: str, body: bytes | FileRegion) -> UploadPart:
         """Send one Part. Sending a Part twice is harmless (only the ids named at completion
         count), so it is retried like an idempotent request."""
-        path = f"uploads/{upload_id}/parts"
+        path = _upload_path(upload_id, "/parts")
         if isinstance(body, FileRegion):
             body.seek(0)
         try:
-            data = await self._json("POST", path, kind="upload_part",
+            data = await self._json("POST", path, kind="upload_part", uploads=True,
                                     files={"data": ("blob", body, "application/octet-stream")})
         except BaseException:
             if isinstance(body, FileRegion):
@@ -415,14 +521,15 @@ class FilesClient:
 
     async def complete_upload(self, upload: Upload, part_ids: Sequence[str], *,
                               md5: str | None = None) -> Upload:
-        path = f"uploads/{upload.id}/complete"
+        path = _upload_path(upload.id, "/complete")
         body: dict[str, Any] = {"part_ids": list(part_ids)}
         if md5 is not None:
             body["md5"] = md5
 
         async def attempt() -> Upload:
             return self._parse(Upload, await self._json("POST", path, kind="complete_upload",
-                                                        retry=False, json=body), "POST", path)
+                                                        retry=False, uploads=True, json=body),
+                               "POST", path)
 
         async def reconcile() -> Upload | None:
             found = await self.find_uploaded_copy(
@@ -436,10 +543,10 @@ class FilesClient:
 
         return await self._call_not_idempotent(attempt, reconcile=reconcile)
 
-    async def cancel_upload(self, upload_id: str) -> Upload:
-        path = f"uploads/{upload_id}/cancel"
-        return self._parse(Upload, await self._json("POST", path, kind="cancel_upload"),
-                           "POST", path)
+    async def cancel_upload(self, upload_id: str, *, retry: bool = True) -> Upload:
+        path = _upload_path(upload_id, "/cancel")
+        return self._parse(Upload, await self._json("POST", path, kind="cancel_upload",
+                                                    retry=retry), "POST", path)
 
     async def upload_in_parts(self, filename: str, purpose: str, path: str | os.PathLike,
                               *, part_size: int, concurrency: int,
@@ -494,9 +601,12 @@ class FilesClient:
         return done.file
 
     async def _cancel_quietly(self, upload_id: str, reason: BaseException) -> None:
-        with trio.move_on_after(30):
+        # After a dead server, one quick try: the writer's error must not wait for it (and an
+        # Upload nobody completes expires on its own within an hour).
+        dead = isinstance(reason, APIConnectionError)
+        with trio.move_on_after(min(5.0, self.retry.timeout) if dead else self.retry.timeout):
             try:
-                await self.cancel_upload(upload_id)
+                await self.cancel_upload(upload_id, retry=not dead)
                 log.info("cancelled Upload %s after: %s", upload_id, _describe(reason))
                 return
             except APIError as exc:
@@ -572,28 +682,42 @@ class FilesClient:
     async def _call_not_idempotent(self, attempt: Callable[[], Awaitable[Any]], *,
                                    reconcile: Callable[[], Awaitable[Any]],
                                    ambiguous: bool = False) -> Any:
-        async for try_ in self.retry.retrying(before_sleep=self._log_retry):
-            with try_:
-                if ambiguous:
-                    found = await reconcile()
-                    if found is not None:
-                        return found
-                try:
-                    return await attempt()
-                except APIError as exc:
-                    ambiguous = ambiguous or may_have_taken_effect(exc)
-                    raise
+        """One operation: ``attempt``, and after a failure that may have taken effect,
+        ``reconcile`` (the search for what it made) before the next attempt. The search's
+        requests spend this operation's budget (:data:`current_operation`)."""
+        operation = current_operation.get() or self.retry.operation(self._server)
+        token = current_operation.set(operation)
+        try:
+            async for try_ in self.retry.retrying(operation, before_sleep=self._log_retry):
+                with try_:
+                    if ambiguous:
+                        found = await reconcile()
+                        if found is not None:
+                            return found
+                    try:
+                        return await attempt()
+                    except APIError as exc:
+                        ambiguous = ambiguous or may_have_taken_effect(exc)
+                        raise
+        finally:
+            current_operation.reset(token)
         raise AssertionError("unreachable")  # pragma: no cover
 
     async def _json(self, method: str, path: str, *, kind: str, retry: bool = True,
+                    op: Operation | None = None, uploads: bool = False,
                     **request: Any) -> Any:
-        """Send (with retries unless ``retry`` is false) and decode the JSON answer."""
+        """Send (with retries unless ``retry`` is false) and decode the JSON answer, within
+        the budget of ``op`` (the operation this request is part of; by default the one being
+        reconciled, else a new one). ``uploads``: the request carries an upload's body, whose
+        answer the server may take ``processing`` seconds to give."""
+        operation = op or current_operation.get() or self.retry.operation(self._server)
         if not retry:
-            return self._decode(await self._send(method, path, kind=kind, **request),
-                                method, path)
-        async for try_ in self.retry.retrying(before_sleep=self._log_retry):
+            return self._decode(await self._send(method, path, kind=kind, op=operation,
+                                                 uploads=uploads, **request), method, path)
+        async for try_ in self.retry.retrying(operation, before_sleep=self._log_retry):
             with try_:
-                return self._decode(await self._send(method, path, kind=kind, **request),
+                return self._decode(await self._send(method, path, kind=kind, op=operation,
+                                                     uploads=uploads, **request),
                                     method, path)
         raise AssertionError("unreachable")  # pragma: no cover
 
@@ -606,18 +730,23 @@ class FilesClient:
                 "the answer is not valid JSON", method=method, path="/" + path,
                 request_id=response.headers.get("x-request-id")) from None
 
-    async def _send(self, method: str, path: str, *, kind: str, stream: bool = False,
+    async def _send(self, method: str, path: str, *, kind: str, op: Operation,
+                    stream: bool = False, uploads: bool = False,
                     **request: Any) -> httpx.Response:
-        """One attempt: send, read (unless streaming), raise typed errors for failures."""
+        """One attempt: send, read (unless streaming), raise typed errors for failures; what
+        the server did counts towards ``op`` (an answer is a sign of life, an error answer
+        one more of those)."""
         self.stats.requests[kind] += 1
         try:
-            built = self._http.build_request(method, path, **request)
+            built = self._http.build_request(
+                method, path, timeout=self.retry.request_timeout(op, uploads=uploads), **request)
             response = await self._http.send(built, stream=stream)
         except httpx.HTTPError as exc:
             self.stats.errors += 1
             raise self._transport_error(exc, method, path) from None
         if response.status_code >= 400:
             self.stats.errors += 1
+            op.alive()
             try:
                 body = await _read_limited(response, MAX_ERROR_BODY)
             except httpx.HTTPError:
@@ -625,6 +754,7 @@ class FilesClient:
             finally:
                 await response.aclose()
             raise self._status_error(response, body, method, path)
+        op.alive()
         if not stream:
             try:
                 await response.aread()
@@ -640,13 +770,13 @@ class FilesClient:
             error = json.loads(body).get("error")
             if isinstance(error, dict):
                 message = str(error.get("message") or message)
-                type_, code, param = error.get("type"), error.get("code"), error.get("param")
+                type_, code, param = (_text(error.get(key)) for key in ("type", "code", "param"))
         except (ValueError, AttributeError):
             text = body[:200].decode("utf-8", "replace").strip()
             if text:
                 message = text
         should_retry = response.headers.get("x-should-retry")
-        return status_error_class(response.status_code, message)(
+        return status_error_class(response.status_code, message, code=code, type=type_)(
             redact(message, self._key), status=response.status_code, method=method,
             path="/" + path, type=type_, code=code, param=param,
             request_id=response.headers.get("x-request-id"),
@@ -668,13 +798,13 @@ class FilesClient:
     def _log_retry(self, state) -> None:
         self.stats.retries += 1
         exc = state.outcome.exception()
-        log.info("retrying after %s (attempt %d of %d, waiting %.1f s)", _describe(exc),
-                 state.attempt_number + 1, self.retry.max_retries + 1,
-                 state.next_action.sleep if state.next_action else 0)
+        log.info("retrying after %s (attempt %d, waiting %.1f s)", _describe(exc),
+                 state.attempt_number + 1, state.next_action.sleep if state.next_action else 0)
 
-    def _parse(self, model: type, data: Any, method: str, path: str) -> Any:
+    def _parse(self, model: type, data: Any, method: str, path: str, *,
+               lenient: bool = False) -> Any:
         try:
-            return model.from_json(data)
+            return model.from_entry(data) if lenient else model.from_json(data)
         except (ValueError, TypeError, AttributeError) as exc:
             raise MalformedResponseError(f"unusable answer: {exc}", method=method,
                                          path="/" + path) from None
@@ -684,17 +814,21 @@ class _ContentResponse:
     """``async with``: one content request (with retries until the body starts), yielding the
     streaming response and the byte span it carries."""
 
-    def __init__(self, client: FilesClient, path: str, headers: dict[str, str], start: int,
+    def __init__(self, client: FilesClient, operation: Operation, path: str, start: int,
                  end: int | None) -> None:
-        self._client, self._path, self._headers = client, path, headers
+        self._client, self._operation, self._path = client, operation, path
+        self._headers = {"Accept": "application/binary"}
+        if start > 0 or end is not None:
+            self._headers["Range"] = f"bytes={start}-{'' if end is None else end - 1}"
         self._start, self._end = start, end
         self._response: httpx.Response | None = None
 
     async def __aenter__(self) -> tuple[httpx.Response, ContentRange]:
         client = self._client
-        async for try_ in client.retry.retrying(before_sleep=client._log_retry):
+        async for try_ in client.retry.retrying(self._operation, before_sleep=client._log_retry):
             with try_:
-                response = await client._send("GET", self._path, kind="content", stream=True,
+                response = await client._send("GET", self._path, kind="content",
+                                              op=self._operation, stream=True,
                                               headers=self._headers)
         self._response = response
         try:
@@ -784,6 +918,11 @@ def first_error(group: BaseExceptionGroup) -> BaseException:
         elif not isinstance(exc, trio.Cancelled):
             return exc
     return group
+
+
+def _text(value: object) -> str | None:
+    """A string field of an error answer (anything else is no answer)."""
+    return value[:1000] if isinstance(value, str) else None
 
 
 def _describe(exc: BaseException | None) -> str:

@@ -13,6 +13,7 @@
      │    ├── RequestTooLargeError     413
      │    ├── UnprocessableEntityError 422
      │    ├── RateLimitError           429
+     │    │    └── QuotaExceededError      "insufficient_quota": billing, not rate
      │    └── ServerError              5xx
      ├── APIConnectionError        no (complete) answer: refused, reset, dropped, timed out
      │    └── APITimeoutError
@@ -119,6 +120,15 @@ class RateLimitError(APIStatusError):
     status = 429
 
 
+class QuotaExceededError(RateLimitError):
+    """The account's quota is used up (429 with type or code ``insufficient_quota``): a
+    billing problem that no waiting fixes, so it is never retried."""
+
+    def __str__(self) -> str:
+        return ("the account's quota is used up (a billing problem, not a rate limit: check "
+                "the plan and billing settings): " + super().__str__())
+
+
 class ServerError(APIStatusError):
     status = 500
 
@@ -128,12 +138,19 @@ _BY_STATUS: dict[int, type[APIStatusError]] = {cls.status: cls for cls in (
     RequestTooLargeError, UnprocessableEntityError, RateLimitError)}
 
 
-def status_error_class(status: int, message: str = "") -> type[APIStatusError]:
-    """The class of an error answer: by its status, and for a 400 by what it says."""
+#: the ``type`` or ``code`` of a 429 that means the quota, not the rate
+INSUFFICIENT_QUOTA = "insufficient_quota"
+
+
+def status_error_class(status: int, message: str = "", *, code: str | None = None,
+                       type: str | None = None) -> type[APIStatusError]:
+    """The class of an error answer: by its status, and for a 400 or 429 by what it says."""
     if status >= 500:
         return ServerError
     if status == 400 and DOWNLOAD_REFUSED.match(message):
         return DownloadRefusedError
+    if status == 429 and INSUFFICIENT_QUOTA in (code, type):
+        return QuotaExceededError
     return _BY_STATUS.get(status, APIStatusError)
 
 

@@ -40,7 +40,7 @@ SLOW_NOTICE = 1.0
 #: the longest pause between two attempts, unless the server asks for a longer one
 MAX_PAUSE = 2.0
 
-#: makes the client for the check: ``make(transport=..., retry=..., connect_timeout=...)``
+#: makes the client for the check: ``make(transport=..., retry=...)``
 ClientFactory = Callable[..., FilesClient]
 
 
@@ -74,8 +74,8 @@ async def check(make: ClientFactory, *, attempts: int, report: Callable[[str], N
     of progress."""
     transport = _Watched()
     policy = RetryPolicy(max_retries=max(0, attempts - 1))
-    async with make(transport=transport, retry=RetryPolicy(max_retries=0),
-                    connect_timeout=CONNECT_TIMEOUT) as client:
+    async with make(transport=transport,
+                    retry=RetryPolicy(max_retries=0, connect=CONNECT_TIMEOUT)) as client:
         url = client.base_url
         for attempt in range(1, attempts + 1):
             transport.failure = None

@@ -34,10 +34,11 @@ from openai_fs.commands.options import STDERR, MountOptions, add_mount_arguments
 from openai_fs.commands.secrets import KeyFileError, key_from_environment, read_key_file
 from openai_fs.core import readahead
 from openai_fs.core.filesystem import CoreSettings, FileSystem
+from openai_fs.core.private import UnsafeFolder, cache_root
 from openai_fs.core.uploader import UploadSettings
 from openai_fs.fuse import mounting
 from openai_fs.fuse.kernel_cache import FuseKernelCache
-from openai_fs.fuse.operations import Operations, Ownership
+from openai_fs.fuse.operations import Modes, Operations, Ownership
 
 log = logging.getLogger(__name__)
 
@@ -261,8 +262,7 @@ def mount(options: MountOptions, key: Secret, readiness: Readiness) -> int:
             environ["OPENAI_BASE_URL"] = options.base_url
 
         def client(**settings) -> FilesClient:
-            return FilesClient.from_environment(api_key=key, environ=environ,
-                                                timeout=options.timeout, **settings)
+            return FilesClient.from_environment(api_key=key, environ=environ, **settings)
 
         return trio.run(_serve, options, client, readiness, mount_log)
     except MountFailed as exc:
@@ -283,6 +283,11 @@ def mount(options: MountOptions, key: Secret, readiness: Readiness) -> int:
             demo.stop()
 
 
+def _retry(options: MountOptions) -> RetryPolicy:
+    return RetryPolicy(max_retries=options.retries, timeout=options.timeout,
+                       processing=options.processing_timeout)
+
+
 async def _serve(options: MountOptions, make_client, readiness: Readiness,
                  mount_log: logs.MountLog) -> int:
     try:
@@ -290,13 +295,14 @@ async def _serve(options: MountOptions, make_client, readiness: Readiness,
                             report=readiness.progress)
     except connect.ConnectFailed as exc:
         raise MountFailed(str(exc)) from None
-    async with make_client(retry=RetryPolicy(max_retries=options.retries)) as client:
-        cache_dir = options.cache_dir
+    async with make_client(retry=_retry(options)) as client:
         try:
-            cache_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+            cache_dir = cache_root(options.cache_dir)
+        except UnsafeFolder as exc:
+            raise MountFailed(str(exc)) from None
         except OSError as exc:
-            raise MountFailed(f"cannot use the cache folder {cache_dir}: {exc.strerror}") \
-                from None
+            raise MountFailed(f"cannot use the cache folder {options.cache_dir}: "
+                              f"{exc.strerror}") from None
         started = time.time()
         mountpoint = os.path.realpath(options.mountpoint)
         settings = CoreSettings(
@@ -329,6 +335,8 @@ async def _serve(options: MountOptions, make_client, readiness: Readiness,
                             "problems": list(mount_log.problems.records)}
 
                 operations = Operations(core, owner=Ownership(options.uid, options.gid),
+                                        modes=Modes(options.file_mode, options.dir_mode,
+                                                    options.umask),
                                         status=status, background=nursery)
 
                 def mounted() -> None:

@@ -77,6 +77,16 @@ def _whole(text: str) -> int:
         raise OptionError(f"not a whole number: {text!r}") from None
 
 
+def _mode(text: str) -> int:
+    try:
+        value = int(text, 8)
+    except ValueError:
+        raise OptionError(f"not an octal mode: {text!r} (e.g. 0640)") from None
+    if not 0 <= value <= 0o777:
+        raise OptionError(f"a mode is between 0 and 0777: {text!r}")
+    return value
+
+
 def _purposes(text: str) -> tuple[str, ...]:
     chosen = tuple(dict.fromkeys(part.strip() for part in text.split(",") if part.strip()))
     if not chosen:
@@ -105,6 +115,12 @@ OPTIONS: tuple[Option, ...] = (
                           "/etc/fuse.conf unless run by root)"),
     Option("uid", "owner shown for every file (default: you)", _whole, "UID"),
     Option("gid", "group shown for every file (default: your group)", _whole, "GID"),
+    Option("file_mode", "permission bits of files in writable purposes (default 0644; "
+                        "read-only purposes drop the write bits)", _mode, "MODE"),
+    Option("dir_mode", "permission bits of writable purpose directories (default 0755; "
+                       "read-only ones drop the write bits)", _mode, "MODE"),
+    Option("umask", "bits removed from every file's and directory's mode (default 0; e.g. "
+                    "077 with --allow-other keeps other users out)", _mode, "MASK"),
     Option("cache_size", "memory for cached content (default 256M)", parse_size, "SIZE"),
     Option("cache_dir", "folder for the disk cache, spool files and unsent bytes "
                         "(default ~/.cache/openai-fs)", Path, "DIR"),
@@ -136,9 +152,15 @@ OPTIONS: tuple[Option, ...] = (
                                "server's first refusal)", _purposes, "PURPOSES"),
     Option("api_key_file", "read the API key from FILE (must not be readable by others) "
                            "instead of OPENAI_API_KEY", Path, "FILE"),
-    Option("timeout", "seconds to wait for the server before a request counts as failed "
-                      "(default 60)", _seconds, "SECONDS"),
-    Option("retries", "times a failed request is retried (default 5)", _whole, "N"),
+    Option("timeout", "a server that cannot be reached, or sends nothing, for this many "
+                      "seconds is given up: the read or write fails with EIO, however the "
+                      "retries nest (default 30)", _seconds, "SECONDS"),
+    Option("processing_timeout", "seconds the server may take to answer once the whole "
+                                 "body of an upload is sent (default 600)", _seconds,
+           "SECONDS"),
+    Option("retries", "times a failed request is retried within one operation (408, 409, "
+                      "429, 5xx and connection failures; default 5); a Retry-After of up to "
+                      "120 s is honoured", _whole, "N"),
     Option("log_file", "write the log to FILE, or - for standard error (default: standard "
                        "error with -f, else ~/.local/state/openai-fs/MOUNTPOINT.log, e.g. "
                        "home-me-openai.log, rotated at 10M)", _log_file, "FILE"),
@@ -158,6 +180,9 @@ class MountOptions:
     allow_other: bool = False
     uid: int = field(default_factory=os.getuid)
     gid: int = field(default_factory=os.getgid)
+    file_mode: int = 0o644
+    dir_mode: int = 0o755
+    umask: int = 0
     cache_size: int = 256 * purposes.MiB
     cache_dir: Path = field(default_factory=lambda: _xdg("XDG_CACHE_HOME", ".cache"))
     disk_cache_size: int = 4 * purposes.GiB
@@ -171,7 +196,8 @@ class MountOptions:
     expires_after: int | None = None
     not_downloadable: tuple[str, ...] = ()
     api_key_file: Path | None = None
-    timeout: float = 60.0
+    timeout: float = 30.0
+    processing_timeout: float = 600.0
     retries: int = 5
     log_file: Path | None = None
     debug: bool = False
@@ -189,6 +215,8 @@ class MountOptions:
                               f"{readahead.MAX_WINDOW // purposes.MiB}M")
         if self.retries < 0:
             raise OptionError("--retries cannot be negative")
+        if self.timeout <= 0 or self.processing_timeout <= 0:
+            raise OptionError("--timeout and --processing-timeout must be more than 0 seconds")
         return self
 
     @property

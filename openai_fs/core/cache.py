@@ -50,9 +50,11 @@ from typing import TYPE_CHECKING, AsyncIterator, Callable
 import cachetools
 import trio
 
-from openai_fs.api import DownloadRefusedError, FileObject, FilesClient
+from openai_fs.api import DownloadRefusedError, FileObject, FilesClient, usable_id
 from openai_fs.core.content_access import ContentAccess, ContentRefused
 from openai_fs.core.download_ring import RING_BYTES, RingDownload, RingPool, direct_io
+from openai_fs.core.errors import FSError
+from openai_fs.core.private import private_dirs
 from openai_fs.core.ranges import RangeSet
 
 if TYPE_CHECKING:
@@ -93,17 +95,20 @@ class DiskCache:
     holds only some ranges of.
 
     Files of one server live in their own folder (``content/<hash of base URL>/``), so a mount of
-    the emulator and one of the real API never mix. A whole file is named by its id alone. A file
-    held in part is a sparse ``<id>.partial-<random>`` file whose ranges only the mount that
-    fetched them knows (they are kept in memory): it is renamed to ``<id>`` once every byte is
-    there, and a later mount, which could not tell its holes from its bytes, removes it at start
-    like a dead mount's other leftovers. A partial file counts by the bytes it holds and is
-    evicted like a whole one.
+    the emulator and one of the real API never mix. A whole file is named by its id alone, which
+    the API client has checked (letters, digits, ``-``, ``_``) and :meth:`path` checks again: no
+    server string can choose another path. A file held in part is a sparse
+    ``<id>.partial-<random>`` file whose ranges only the mount that fetched them knows (they are
+    kept in memory): it is renamed to ``<id>`` once every byte is there, and a later mount, which
+    could not tell its holes from its bytes, removes it at start like a dead mount's other
+    leftovers. A partial file counts by the bytes it holds and is evicted like a whole one.
     """
 
     def __init__(self, root: Path, capacity: int, *, server: str) -> None:
         self.capacity = capacity
-        self.folder = root / "content" / hashlib.sha256(server.encode()).hexdigest()[:16]
+        self._root = root
+        self._server_folder = hashlib.sha256(server.encode()).hexdigest()[:16]
+        self.folder = root / "content" / self._server_folder
         self._sizes: dict[str, int] = {}      # insertion order = least recently used first
         #: file id -> the sparse file holding part of it
         self._partial: dict[str, Path] = {}
@@ -117,12 +122,15 @@ class DiskCache:
         """Build the index from the folder (blocking; run in a thread at start)."""
         if self.capacity <= 0:
             return
-        self.folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self._root.mkdir(parents=True, exist_ok=True, mode=0o700)
+        private_dirs(self._root, "content", self._server_folder)
         found = []
         for path in self.folder.iterdir():
             if ".partial" in path.name:
                 path.unlink(missing_ok=True)
                 continue
+            if not usable_id(path.name):
+                continue            # not a cached file: left alone
             info = path.stat()
             found.append((info.st_mtime, path.name, info.st_size))
         for _, file_id, size in sorted(found):
@@ -135,10 +143,10 @@ class DiskCache:
         return self.capacity > 0
 
     def path(self, file_id: str) -> Path:
-        return self.folder / file_id
+        return self.folder / _cache_name(file_id)
 
     def partial_path(self, file_id: str) -> Path:
-        return self.folder / f"{file_id}.partial-{secrets.token_hex(4)}"
+        return self.folder / f"{_cache_name(file_id)}.partial-{secrets.token_hex(4)}"
 
     def has(self, file: FileObject) -> bool:
         if file.id in self._partial:
@@ -417,6 +425,22 @@ class CacheStatistics:
         return dict(vars(self))
 
 
+def _cache_name(file_id: str) -> str:
+    """The name of a file's copy: its id, which must be one (see :func:`usable_id`)."""
+    if not usable_id(file_id):
+        raise ValueError(f"not a file id: {file_id[:40]!r}")
+    return file_id
+
+
+def _refuse_untrusted(file: FileObject) -> None:
+    """The content of a listing entry that cannot be trusted is never read: its size (and
+    so what a complete copy is) is not known."""
+    if file.problem is not None:
+        raise FSError(errno.EIO, f"{file.purpose or '?'}/{file.id}: the server's entry for it "
+                                 f"cannot be trusted ({file.problem}); it cannot be read",
+                      level=logging.DEBUG)
+
+
 class ContentCache:
     """Reads of file content, served from the caches and filled from the server."""
 
@@ -461,6 +485,7 @@ class ContentCache:
         """As :meth:`read`, but possibly a view of a stream's ring, which stays valid only
         until the caller next awaits: made for a FUSE reply, which pyfuse3 copies to the
         kernel before anything else runs, and saves copying every byte once more."""
+        _refuse_untrusted(file)
         if offset >= file.bytes or size <= 0:
             return b""
         end = min(offset + size, file.bytes)
@@ -478,7 +503,10 @@ class ContentCache:
 
     async def fetch_whole(self, file: FileObject) -> bool:
         """Make sure the whole file is in the disk cache (used before deleting a file that is
-        still open). False when it cannot be kept there."""
+        still open). False when it cannot be kept there, or when the server's entry for it
+        cannot be trusted (its content is never read)."""
+        if file.problem is not None:
+            return False
         while not self.disk.has(file):
             if not self.disk.fits(file.bytes):
                 return False
@@ -496,6 +524,7 @@ class ContentCache:
         """Write the whole content of ``file`` into the local file ``path`` (open as ``fd``):
         copied from the disk cache when it is there, else streamed from the server. An empty
         file needs nothing (and nothing is lost if it is gone from the server since)."""
+        _refuse_untrusted(file)
         if file.bytes == 0:
             return
         if self.disk.has(file):

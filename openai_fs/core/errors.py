@@ -12,7 +12,12 @@ from __future__ import annotations
 import errno
 import logging
 
-from openai_fs.api.errors import APIError, APIStatusError, DownloadRefusedError
+from openai_fs.api.errors import (
+    APIError,
+    APIStatusError,
+    DownloadRefusedError,
+    QuotaExceededError,
+)
 
 
 class FSError(Exception):
@@ -81,6 +86,9 @@ def as_fs_error(exc: BaseException) -> FSError:
     server's message, request id)."""
     if isinstance(exc, FSError):
         return exc
+    if isinstance(exc, QuotaExceededError):
+        # billing, not rate: no retry helps, and "Disk quota exceeded" says what it is
+        return FSError(errno.EDQUOT, str(exc))
     if isinstance(exc, DownloadRefusedError):
         # the server keeps this purpose's content to itself: not an invalid request
         return FSError(errno.EACCES, str(exc))

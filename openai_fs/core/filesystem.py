@@ -78,7 +78,12 @@ class FileSystem:
                                  self.spool.abandoned_uploads)
         resumed = self.spool.resumed
         for record in resumed:
-            self.files.resume(record)
+            try:
+                self.files.resume(record)
+            except (OSError, KeyError, TypeError, ValueError) as exc:
+                # a record this mount cannot read: kept where it is, said once
+                log.warning("cannot resume the journal record %s (%s); it is left in place",
+                            record.path, exc)
         if resumed:
             uploads = sum(1 for record in resumed if record.op == "upload")
             log.info("resuming what a mount of this account that stopped had journaled: "

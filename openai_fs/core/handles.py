@@ -52,6 +52,8 @@ class DirectoryHandle:
     #: the inodes of ``children``, in the same (ascending) order: readdir offsets
     inodes: list[int]
     children: list[tuple[str, Node]]
+    #: why the listing may lack entries (then the read ends with EIO after the last one)
+    gap: str | None = None
 
 
 @dataclass(eq=False)

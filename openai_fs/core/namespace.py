@@ -6,12 +6,20 @@ listing confirms them). Knows nothing of FUSE: it hands out :class:`Directory` a
 :class:`FileEntry` objects, and tells the kernel's cache (:mod:`openai_fs.core.kernel_cache`)
 about names that went away.
 
+Nothing a listing says is trusted (docs/SEMANTICS.md, "What the mount trusts"): an entry
+without a usable id cannot be shown, and makes its listing *incomplete* (``gap``): the
+directory read returns what was listed and then fails, so that no tool takes it for complete,
+and files that such a listing does not show are not dropped. An entry with a usable id but
+other fields that cannot be trusted is shown under an id-bearing name, and its content is never
+read (``FileObject.problem``). Each of these is logged once.
+
 Concurrency: everything here runs on the trio loop. Methods without ``await`` are atomic; the
 only awaits are listing and retrieve calls, after which state is re-read, never assumed.
 """
 
 from __future__ import annotations
 
+import errno
 import logging
 import math
 import re
@@ -22,8 +30,9 @@ from typing import Iterable, Protocol
 import trio
 
 from openai_fs.core import names, purposes
-from openai_fs.api import FileObject, FilesClient, NotFoundError
-from openai_fs.core.errors import AlreadyExists, NoSuchEntry
+from openai_fs.api import FileObject, FilesClient, NotFoundError, usable_id
+from openai_fs.api.models import usable_purpose
+from openai_fs.core.errors import AlreadyExists, FSError, NoSuchEntry
 from openai_fs.core.kernel_cache import KernelCache, NoKernelCache
 
 log = logging.getLogger(__name__)
@@ -67,6 +76,12 @@ class Directory:
     purpose: str | None = None
     writable: bool = False
     created: float = field(default_factory=time.time)
+    #: changes whenever a name is added to it or leaves it (st_mtime, st_ctime)
+    mtime: float = field(default_factory=time.time)
+    #: why its latest listing may lack files the server has (None: complete)
+    gap: str | None = None
+    #: the gap last logged, so that a listing that stays incomplete is logged once
+    reported_gap: str | None = None
 
 
 @dataclass(eq=False)
@@ -87,6 +102,9 @@ class PurposeDir(Directory):
     @property
     def listed_bytes(self) -> int:
         return sum(entry.file.bytes for entry in self.files.values() if entry.file)
+
+    def names_changed(self) -> None:
+        self.mtime = time.time()
 
 
 @dataclass(eq=False)
@@ -165,6 +183,8 @@ class Namespace:
         self._not_purposes: dict[str, float] = {}
         #: (when, bytes, files) of the last count from memory (see ``usage``)
         self._usage: tuple[float, int, int] | None = None
+        #: ids of entries that cannot be trusted, already logged
+        self._reported_entries: set[str] = set()
 
     # ---------------------------------------------------------------- access
 
@@ -206,8 +226,14 @@ class Namespace:
                 raise NoSuchEntry(name) from None
         raise NoSuchEntry(name)
 
+    def gap_of(self, inode: int) -> str | None:
+        """Why the latest listing of a directory may lack files (None: it is complete)."""
+        node = self._nodes.get(inode)
+        return node.gap if isinstance(node, Directory) else None
+
     async def list_directory(self, inode: int) -> list[tuple[str, Node]]:
-        """Every ``(name, node)`` of a directory, sorted by inode (a stable readdir order)."""
+        """Every ``(name, node)`` of a directory, sorted by inode (a stable readdir order);
+        :meth:`gap_of` then says whether the listing was complete."""
         directory = self.node(inode)
         if directory is self.root:
             # no request: the purposes are known, and those the server adds show once a
@@ -228,7 +254,10 @@ class Namespace:
         return children
 
     async def resolve_id(self, file_id: str) -> FileEntry:
-        """A file by id: from memory when known, else with one ``GET /files/{id}``."""
+        """A file by id: from memory when known, else with one ``GET /files/{id}``. A name
+        that cannot be an id is not found, without a request."""
+        if not usable_id(file_id):
+            raise NoSuchEntry(file_id)
         entry = self.entry_for_id(file_id)
         if entry is not None and not entry.removed:
             return entry
@@ -236,12 +265,18 @@ class Namespace:
             found = await self.client.retrieve(file_id)
         except NotFoundError:
             raise NoSuchEntry(file_id) from None
+        if not usable_purpose(found.purpose):
+            raise FSError(errno.EIO, f"{BY_ID_NAME}/{file_id}: the server's answer cannot be "
+                                     f"shown: {found.problem}")
         directory = self.purpose_dir(found.purpose)
         entry = self._server_entry(directory, found)
         self._rename_all(directory)
+        self._report_entries(directory)
         return entry
 
     def purpose_dir(self, purpose: str) -> PurposeDir:
+        if not usable_purpose(purpose):        # the parsers keep such purposes out
+            raise ValueError(f"not a purpose: {purpose[:40]!r}")
         directory = self.purpose_dirs.get(purpose)
         if directory is None:
             log.info("the server reports files of purpose %r; showing them read-only", purpose)
@@ -262,11 +297,10 @@ class Namespace:
                         directory.listed_at))):
                 return          # a listing that started after our request already finished
             started = trio.current_time()
-            files: list[FileObject] = []
-            async for page in self.client.list_files(purpose=directory.purpose,
-                                                     limit=purposes.MAX_LIST_LIMIT):
-                files.extend(page.files)
-            self._apply_listing(directory, files)
+            listing = await self.client.list_all(purpose=directory.purpose,
+                                                 limit=purposes.MAX_LIST_LIMIT)
+            self._apply_listing(directory, listing.files, complete=listing.complete)
+            self._note_gap(directory, listing.gaps)
             directory.listed_at = started
 
     async def refresh_all(self, *, only_if_stale: bool = False) -> None:
@@ -275,17 +309,25 @@ class Namespace:
             if only_if_stale and self._fresh(self._all_listed_at):
                 return
             started = trio.current_time()
-            files = await self.client.list_all(limit=purposes.MAX_LIST_LIMIT)
+            listing = await self.client.list_all(limit=purposes.MAX_LIST_LIMIT)
+            gaps = list(listing.gaps)
             by_purpose: dict[str, list[FileObject]] = {}
-            for found in files:
-                by_purpose.setdefault(found.purpose, []).append(found)
+            for found in listing.files:
+                if usable_purpose(found.purpose):
+                    by_purpose.setdefault(found.purpose, []).append(found)
+                else:       # no directory to show it in
+                    gaps.append(f"the entry {found.id} cannot be placed: {found.problem}")
             for purpose in by_purpose:
                 self.purpose_dir(purpose)
             # the full listing holds every purpose's listing: apply each (new files appear,
-            # files deleted elsewhere go), as a listing of that purpose alone would
+            # files deleted elsewhere go), as a listing of that purpose alone would; one that
+            # is incomplete only adds what it shows, and each purpose is listed on its own
             for purpose, directory in self.purpose_dirs.items():
-                self._apply_listing(directory, by_purpose.get(purpose, []))
-                directory.listed_at = max(directory.listed_at or started, started)
+                self._apply_listing(directory, by_purpose.get(purpose, []), complete=not gaps)
+                if not gaps:
+                    directory.listed_at = max(directory.listed_at or started, started)
+                    self._note_gap(directory, [])
+            self._note_gap(self.by_id, gaps)
             self._all_listed_at = started
             self._usage = None
 
@@ -317,7 +359,38 @@ class Namespace:
         """The directories the mount shows: the root, ``.by-id`` and one per purpose."""
         return 2 + len(self.purpose_dirs)
 
-    def _apply_listing(self, directory: PurposeDir, listed: list[FileObject]) -> None:
+    def _note_gap(self, directory: Directory, gaps: list[str]) -> None:
+        """Remember why a listing of ``directory`` is incomplete (or that it is complete), and
+        say so in the log once."""
+        where = directory.name
+        if not gaps:
+            if directory.gap is not None:
+                log.info("%s: the server's listing is complete again", where)
+            directory.gap = directory.reported_gap = None
+            return
+        shown = "; ".join(gaps[:3]) + (f"; and {len(gaps) - 3} more" if len(gaps) > 3 else "")
+        directory.gap = f"the server's listing of {where} is incomplete: {shown}"
+        if directory.gap != directory.reported_gap:
+            directory.reported_gap = directory.gap
+            log.warning("%s; the directory shows what was listed, then reading it fails "
+                        "with an I/O error, so that no tool takes it for complete",
+                        directory.gap)
+
+    def _report_entries(self, directory: PurposeDir) -> None:
+        """Log, once per file, each entry of ``directory`` that cannot be trusted."""
+        for file_id, entry in directory.files.items():
+            if entry.file is not None and entry.file.problem is not None \
+                    and file_id not in self._reported_entries:
+                self._reported_entries.add(file_id)
+                log.warning("%s: the server's entry for %s cannot be trusted (%s); it is shown "
+                            "as %r and reading it fails with an I/O error", directory.name,
+                            file_id, entry.file.problem, entry.name)
+
+    def _apply_listing(self, directory: PurposeDir, listed: list[FileObject], *,
+                       complete: bool = True) -> None:
+        """Make ``directory`` show ``listed`` (a listing of its purpose) and the mount's own
+        recent changes. A listing that may be ``complete=False`` only adds and updates: a file
+        it does not show may be in the part it missed, so nothing is dropped."""
         now = trio.current_time()
         current = {found.id: found for found in listed}
         # the mount's own recent changes win over a listing that does not show them yet
@@ -332,7 +405,7 @@ class Namespace:
             else:
                 current.pop(file_id, None)
         for file_id, entry in list(directory.files.items()):
-            if file_id not in current and entry.local is None:
+            if complete and file_id not in current and entry.local is None:
                 log.debug("%s/%s (%s) is gone from the server", directory.name, entry.name,
                           file_id)
                 self._drop(entry)
@@ -343,6 +416,7 @@ class Namespace:
             elif known.file != found and known.file is not None and known.file.id == found.id:
                 known.file = found          # status or expiry changed; the bytes cannot
         self._rename_all(directory)
+        self._report_entries(directory)
 
     # ------------------------------------------------------------- mutations
 
@@ -568,7 +642,13 @@ class Namespace:
         taken = set(directory.unsent)
         wanted: dict[FileEntry, str] = {}
         for entry in sorted(directory.files.values(), key=lambda e: e.inode):
-            wanted[entry] = names.encode(entry.file.filename) if entry.file else entry.name
+            if entry.file is None:
+                wanted[entry] = entry.name
+            elif entry.file.problem is not None:
+                # an entry that cannot be trusted never takes a plain name: it says its id
+                wanted[entry] = names.with_id(names.encode(entry.file.filename), entry.file.id)
+            else:
+                wanted[entry] = names.encode(entry.file.filename)
         # Each round gives every claimant of a clashing name a longer, id-bearing name; a
         # clash can only persist while some real filename equals such a longer name, so the
         # rounds end after at most one per file.
@@ -591,6 +671,8 @@ class Namespace:
         for name, entry in by_name.items():
             entry.name = name
         directory.by_name = by_name
+        if by_name.keys() != old.keys():
+            directory.names_changed()
         if notify:
             for name, entry in old.items():
                 if by_name.get(name) is not entry:

@@ -596,7 +596,7 @@ class OpenFiles:
         under its name (readable) until uploaded; a file it deletes is hidden at once."""
         assert self.write_back is not None
         if record.op == "delete":
-            file = FileObject.from_json(record.journal["file"])
+            file = FileObject.from_entry(record.journal["file"])
             self.namespace.hide(file)
             self.write_back.resume_delete(record, file, self.namespace.purpose_dir(file.purpose))
             return
@@ -615,7 +615,7 @@ class OpenFiles:
             log.warning("%s/%s was left to upload by a mount that stopped, but that name is "
                         "taken here; its bytes are kept in %s", purpose, name, target)
             return
-        replaces = [FileObject.from_json(item) for item in record.journal.get("replaces", [])]
+        replaces = [FileObject.from_entry(item) for item in record.journal.get("replaces", [])]
         for file in replaces:
             self.namespace.hide(file)
         entry.supersedes = replaces

@@ -29,6 +29,7 @@ from openai_fs.api import FileObject
 from openai_fs.core import names, purposes
 from openai_fs.core.early_upload import LET_GO_SPAN, let_go_behind
 from openai_fs.core.errors import FSError, RuleViolation
+from openai_fs.core.private import private_dir, private_dirs, write_private
 
 if TYPE_CHECKING:
     from openai_fs.core.cache import ContentCache
@@ -168,7 +169,7 @@ class LocalFile:
         info = _read_sidecar(self.sidecar)
         info["upload_id"] = upload_id
         try:
-            self.sidecar.write_text(json.dumps(info))
+            write_private(self.sidecar, json.dumps(info))
         except OSError as exc:
             log.debug("could not note Upload %s in %s: %s", upload_id, self.sidecar, exc)
 
@@ -185,12 +186,14 @@ class LocalFile:
 
 
 class Spool:
-    """The spool folder of this mount (locked while it runs) and ``unsent/`` beside it."""
+    """The spool folder of this mount (locked while it runs) and ``unsent/`` beside it. Every
+    folder is ``0700`` and every file ``0600`` (:mod:`openai_fs.core.private`)."""
 
     def __init__(self, cache_dir: Path, *, account: str = "") -> None:
+        self._cache_dir = cache_dir
         self.unsent_dir = cache_dir / "unsent"
-        spool_root = cache_dir / "spool"
-        spool_root.mkdir(parents=True, exist_ok=True, mode=0o700)
+        cache_dir.mkdir(parents=True, exist_ok=True, mode=0o700)   # chosen by cache_root
+        spool_root = private_dirs(cache_dir, "spool")
         # The lock file beside the folder is taken before the folder exists, so a mount
         # starting at the same moment never mistakes this folder for a dead mount's.
         name = f"mount-{os.getpid()}-{secrets.token_hex(3)}"
@@ -199,6 +202,7 @@ class Spool:
         fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         self.folder = spool_root / name
         self.folder.mkdir(mode=0o700)
+        os.chmod(self.folder, 0o700)        # whatever the umask
         #: the write-back journal of this mount, tied to its account
         self.journal = Journal(self.folder, account)
         #: Uploads that dead mounts left open (their ids, from the spool sidecars)
@@ -213,8 +217,8 @@ class Spool:
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
         # the sidecar lets a later mount say what a dead mount's spool file was
         sidecar = path.with_suffix(".json")
-        sidecar.write_text(json.dumps({"purpose": purpose, "name": name,
-                                       "created": time.time()}))
+        write_private(sidecar, json.dumps({"purpose": purpose, "name": name,
+                                           "created": time.time()}))
         return LocalFile(path, fd, purpose, sidecar=sidecar)
 
     def holds(self, local: LocalFile) -> bool:
@@ -264,7 +268,7 @@ class Spool:
 
     def _unsent_path(self, prefix: str, name: str) -> Path:
         """A new path in ``unsent/``: the prefix, then as much of the name as fits."""
-        self.unsent_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        private_dir(self.unsent_dir)
         for counter in range(1, 10_000):
             head = prefix if counter == 1 else f"{prefix}{counter}-"
             target = self.unsent_dir / (head + names.cut(name.replace("/", "_"),
@@ -441,7 +445,7 @@ class Journal:
         record.data.pop("journal", None)
         if record.path.exists():
             try:
-                record.path.write_text(json.dumps(record.data))
+                write_private(record.path, json.dumps(record.data))
             except OSError as exc:
                 log.debug("could not rewrite %s: %s", record.path, exc)
 

@@ -12,6 +12,7 @@ import errno
 import functools
 import json
 import logging
+import os
 import stat
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -55,12 +56,32 @@ DIR_ENTRY_TIMEOUT = 300.0
 STATFS_BLOCK = 4096
 INODE_SPACE = 2 ** 32
 FIRST_COUNT_WAIT = 0.5
+#: the largest extended attribute value the kernel passes (XATTR_SIZE_MAX)
+XATTR_SIZE_MAX = 64 * 1024
+#: handlers whose argument at this index is file content, never to be logged
+CONTENT_ARGUMENT = {"write": 2, "setxattr": 2}
 
 
 @dataclass(frozen=True)
 class Ownership:
     uid: int
     gid: int
+
+
+@dataclass(frozen=True)
+class Modes:
+    """Permission bits (``--file-mode``, ``--dir-mode``, ``--umask``): writable purposes show
+    them, read-only ones without the write bits, and the umask is taken from both."""
+
+    file: int = 0o644
+    directory: int = 0o755
+    umask: int = 0
+
+    def of_file(self, writable: bool) -> int:
+        return self.file & ~(0 if writable else 0o222) & ~self.umask
+
+    def of_directory(self, writable: bool) -> int:
+        return self.directory & ~(0 if writable else 0o222) & ~self.umask
 
 
 def _handler(method: Callable[..., Any]) -> Callable[..., Any]:
@@ -71,7 +92,7 @@ def _handler(method: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(method)
     async def wrapper(self: Operations, *args: Any) -> Any:
         if log.isEnabledFor(logging.DEBUG):
-            log.debug("%s%s", name, _shown(args))
+            log.debug("%s%s", name, _shown(name, args))
         try:
             return await method(self, *args)
         except pyfuse3.FUSEError:
@@ -88,7 +109,7 @@ class Operations(pyfuse3.Operations):
     supports_dot_lookup = True
     enable_writeback_cache = False
 
-    def __init__(self, core: FileSystem, *, owner: Ownership,
+    def __init__(self, core: FileSystem, *, owner: Ownership, modes: Modes = Modes(),
                  status: Callable[[], dict[str, Any]] | None = None,
                  background: trio.Nursery | None = None) -> None:
         """``background`` runs what no request should wait for (statfs's count of the
@@ -98,6 +119,7 @@ class Operations(pyfuse3.Operations):
         self.namespace = core.namespace
         self.files = core.files
         self.owner = owner
+        self.modes = modes
         self._status = status or (lambda: {})
         self._handles: dict[int, Handle] = {}
         self._next_fh = 1
@@ -129,7 +151,7 @@ class Operations(pyfuse3.Operations):
         attr.st_gid = self.owner.gid
         attr.st_blksize = BLOCK_HINT
         if isinstance(node, FileEntry):
-            mode = 0o644 if node.writable else 0o444
+            mode = self.modes.of_file(node.writable)
             if not self.files.readable(node):
                 mode &= ~0o444      # content the server keeps to itself (docs/SEMANTICS.md)
             attr.st_mode = stat.S_IFREG | mode
@@ -138,9 +160,9 @@ class Operations(pyfuse3.Operations):
             when = node.mtime
             ttl = 0.0 if node.local is not None else self.namespace.dir_ttl
         else:
-            attr.st_mode = stat.S_IFDIR | (0o755 if node.writable else 0o555)
+            attr.st_mode = stat.S_IFDIR | self.modes.of_directory(node.writable)
             attr.st_nlink = 2
-            when = node.created
+            when = node.mtime       # moves when a name is added or leaves
             ttl = 1.0
         attr.st_blocks = (attr.st_size + 511) // 512
         attr.st_atime_ns = attr.st_mtime_ns = attr.st_ctime_ns = int(when * 1e9)
@@ -151,7 +173,7 @@ class Operations(pyfuse3.Operations):
     def _control_attributes(self) -> pyfuse3.EntryAttributes:
         attr = pyfuse3.EntryAttributes()
         attr.st_ino = CONTROL_INODE
-        attr.st_mode = stat.S_IFREG | 0o444
+        attr.st_mode = stat.S_IFREG | (0o444 & ~self.modes.umask)
         attr.st_uid, attr.st_gid = self.owner.uid, self.owner.gid
         attr.entry_timeout = attr.attr_timeout = 0
         return attr
@@ -160,6 +182,10 @@ class Operations(pyfuse3.Operations):
 
     @_handler
     async def lookup(self, parent_inode: int, name: bytes, ctx=None) -> pyfuse3.EntryAttributes:
+        if len(name) > names.MAX_NAME_BYTES:
+            # the kernel passes FUSE names up to 1024 bytes; none of ours is that long
+            raise FSError(errno.ENAMETOOLONG, f"{name[:40]!r}...: name too long",
+                          level=logging.DEBUG)
         text = _text(name)
         if parent_inode == ROOT_INODE and text == CONTROL_NAME:
             return self._control_attributes()
@@ -189,7 +215,7 @@ class Operations(pyfuse3.Operations):
     async def opendir(self, inode: int, ctx=None) -> int:
         children = await self.namespace.list_directory(inode)
         return self._add_handle(DirectoryHandle(inode, [node.inode for _, node in children],
-                                                children))
+                                                children, gap=self.namespace.gap_of(inode)))
 
     @_handler
     async def readdir(self, fh: int, start_id: int, token) -> None:
@@ -198,7 +224,13 @@ class Operations(pyfuse3.Operations):
         listing = self._handles[fh]
         assert isinstance(listing, DirectoryHandle)
         children = listing.children
-        for index in range(bisect.bisect_right(listing.inodes, start_id), len(children)):
+        start = bisect.bisect_right(listing.inodes, start_id)
+        if start >= len(children) and listing.gap is not None:
+            # An incomplete listing must not look complete (rsync --delete would delete what
+            # it lacks): every entry went out in earlier calls (an error in the call that
+            # sent some would lose them), and the read ends with EIO. Logged when listed.
+            raise FSError(errno.EIO, listing.gap, level=logging.DEBUG)
+        for index in range(start, len(children)):
             name, node = children[index]
             if not pyfuse3.readdir_reply(token, names.name_bytes(name), self.attributes(node),
                                          node.inode):
@@ -252,7 +284,15 @@ class Operations(pyfuse3.Operations):
             snapshot = (json.dumps(self._status(), indent=2, default=str) + "\n").encode()
             return pyfuse3.FileInfo(fh=self._add_handle(SnapshotHandle(snapshot)),
                                     direct_io=True, keep_cache=False)
-        handle = await self.files.open(self._file(inode), flags, _pid(ctx))
+        entry = self._file(inode)
+        if entry.file is not None and entry.file.problem is not None and entry.local is None \
+                and not flags & os.O_TRUNC and flags & os.O_ACCMODE != os.O_WRONLY:
+            # Its size is not known (the kernel would read an empty file as EOF without
+            # asking), so the read fails here; the namespace logged why.
+            raise FSError(errno.EIO, f"{entry.directory.name}/{entry.name}: the server's entry "
+                                     f"cannot be trusted ({entry.file.problem})",
+                          level=logging.DEBUG)
+        handle = await self.files.open(entry, flags, _pid(ctx))
         return self._file_info(inode, handle)
 
     @_handler
@@ -361,6 +401,12 @@ class Operations(pyfuse3.Operations):
         value = self._xattrs(inode).get(name)
         if value is None:
             raise pyfuse3.FUSEError(pyfuse3.ENOATTR)
+        if len(value) > XATTR_SIZE_MAX:
+            # no program can be given it (the kernel caps values at 64 KiB); a server name of
+            # 100 kB is shown cut in the file's name, and its full text is not available here
+            raise FSError(errno.E2BIG, f"{name.decode(errors='replace')} of inode {inode} holds "
+                                       f"{len(value)} bytes, more than an attribute can",
+                          level=logging.DEBUG)
         return value
 
     @_handler
@@ -391,6 +437,8 @@ class Operations(pyfuse3.Operations):
             values["filename"] = node.server_name
             if node.file is not None:
                 values["id"] = node.file.id
+                if node.file.problem is not None:
+                    values["error"] = f"the server's entry cannot be trusted: {node.file.problem}"
                 values["created_at"] = str(node.file.created_at)
                 if node.file.expires_at is not None:
                     values["expires_at"] = str(node.file.expires_at)
@@ -491,11 +539,15 @@ def _fuse_error(operation: str, exc: Exception) -> pyfuse3.FUSEError:
     return pyfuse3.FUSEError(error.errno)
 
 
-def _shown(args: tuple[Any, ...]) -> str:
-    """A handler's arguments for the debug log: bytes shortened, no request context."""
+def _shown(handler: str, args: tuple[Any, ...]) -> str:
+    """A handler's arguments for the debug log: bytes shortened, no request context, and never
+    file content (a write's buffer, an attribute's value): only its length."""
     shown = []
-    for arg in args:
-        if isinstance(arg, (bytes, bytearray)) and len(arg) > 64:
+    content = CONTENT_ARGUMENT.get(handler)
+    for index, arg in enumerate(args):
+        if index == content and isinstance(arg, (bytes, bytearray, memoryview)):
+            shown.append(f"<{len(arg)} bytes>")
+        elif isinstance(arg, (bytes, bytearray)) and len(arg) > 64:
             shown.append(f"<{len(arg)} bytes>")
         elif isinstance(arg, (int, bytes, str, float)) or arg is None:
             shown.append(repr(arg))

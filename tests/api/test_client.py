@@ -23,13 +23,13 @@ from openai_fs.api import (
     RetryPolicy,
     ServerError,
 )
-from openai_fs.api.client import RESUME_PROGRESS
 from openai_fs.emulator.control import EmulatorProcess
+from openai_fs.api.client import RESUME_PROGRESS
 from openai_fs.api.secret import Secret
 
 MiB = 1024 * 1024
 KEY = "sk-client-test-KEYKEYKEY-0123456789"
-QUICK = RetryPolicy(max_retries=3, initial_delay=0.01, max_delay=0.05)
+QUICK = RetryPolicy(max_retries=3, initial_delay=0.01, max_delay=0.05, timeout=2.0)
 
 
 @pytest.fixture
@@ -57,9 +57,9 @@ async def test_every_files_endpoint(client, emulator, tmp_path):
     assert from_disk.expires_at == from_disk.created_at + 7200 and sum(progress) == 9
     assert (await client.retrieve(made.id)) == made
     assert await client.read_content(made.id) == b"hello world"
-    listed = await client.list_all()
+    listed = (await client.list_all()).files
     assert {f.id for f in listed} == {made.id, from_disk.id}
-    assert [f.id for f in await client.list_all(purpose="batch")] == [from_disk.id]
+    assert [f.id for f in (await client.list_all(purpose="batch")).files] == [from_disk.id]
     assert await client.delete(made.id) is True
     with pytest.raises(NotFoundError) as caught:
         await client.retrieve(made.id)
@@ -74,12 +74,14 @@ async def test_listing_follows_every_page(client, emulator):
                                  for n in range(25)])
     emulator.control.set_config(page_cap=10)
     emulator.control.clear_requests()
-    files = await client.list_all(purpose="evals", limit=10_000)
+    listing = await client.list_all(purpose="evals", limit=10_000)
+    assert listing.complete
+    files = listing.files
     assert [f.filename for f in files] == [f"f{n}.txt" for n in reversed(range(25))]
     pages = requests_to(emulator.control, "GET", "/v1/files$")
     assert len(pages) == 3
     assert [p["query"].get("after") for p in pages[1:]] == [files[9].id, files[19].id]
-    ascending = await client.list_all(purpose="evals", order="asc", limit=7)
+    ascending = (await client.list_all(purpose="evals", order="asc", limit=7)).files
     assert [f.filename for f in ascending] == [f"f{n}.txt" for n in range(25)]
 
 

@@ -15,10 +15,12 @@ import trio
 
 from openai_fs.api import (
     AuthenticationError,
+    BadRequestError,
     FileRegion,
     FilesClient,
     MalformedResponseError,
     NotFoundError,
+    QuotaExceededError,
     RateLimitError,
     RetryPolicy,
     ServerError,
@@ -59,7 +61,7 @@ async def test_list_follows_the_last_item_id_and_stops_when_has_more_is_false():
                                          "last_id": "misleading", "has_more": more})
 
     async with make_client(handler) as client:
-        files = await client.list_all(purpose="batch")
+        files = (await client.list_all(purpose="batch")).files
     assert [f.id for f in files] == ["file-1", "file-2", "file-3"]
     # the cursor is the last item's id (as the SDK does), never last_id; an empty page ends it
     assert seen == [(None, "batch"), ("file-2", "batch"), ("file-3", "batch")]
@@ -138,13 +140,33 @@ async def test_x_should_retry_overrules_the_status(autojump_clock):
     def handler(request):
         calls.append(1)
         if len(calls) == 1:
-            return error(400, "try again", {"x-should-retry": "true"})
+            return error(404, "try again", {"x-should-retry": "true"})
         return error(500, "do not", {"x-should-retry": "false"})
 
     async with make_client(handler) as client:
         with pytest.raises(ServerError):
             await client.retrieve("file-1")
     assert len(calls) == 2
+
+
+@pytest.mark.parametrize("status, code, cls", [
+    (400, None, BadRequestError),
+    (401, "invalid_api_key", AuthenticationError),
+    (429, "insufficient_quota", QuotaExceededError),
+])
+async def test_what_retrying_cannot_fix_is_not_retried_whatever_the_server_says(
+        autojump_clock, status, code, cls):
+    calls = []
+
+    def handler(request):
+        calls.append(1)
+        return error(status, "no", {"x-should-retry": "true", "retry-after": "1"}, code=code,
+                     type=code or "invalid_request_error")
+
+    async with make_client(handler) as client:
+        with pytest.raises(cls):
+            await client.retrieve("file-1")
+    assert len(calls) == 1
 
 
 async def test_connection_errors_are_retried(autojump_clock):
@@ -192,7 +214,15 @@ async def test_a_non_json_success_or_missing_field_is_malformed():
     body = file_json("file-1")
     del body["bytes"]
     async with make_client(lambda r: httpx.Response(200, json=body)) as client:
+        # the answer to an upload must be whole
         with pytest.raises(MalformedResponseError, match="bytes"):
+            await client.create_file("a.txt", "assistants", b"abc")
+        # a file looked up by id is read like a listing entry: kept for its id, with what
+        # cannot be trusted said
+        found = await client.retrieve("file-1")
+        assert found.id == "file-1" and found.bytes == 0 and "'bytes' is missing" in found.problem
+    async with make_client(lambda r: httpx.Response(200, json=file_json("file-2"))) as client:
+        with pytest.raises(MalformedResponseError, match="asked for file-1"):
             await client.retrieve("file-1")
 
 
