@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from checktools import live_files, server_get
+from checktools import live_files
 from fusetools import upload_on_server, wait_for
 
 
@@ -108,13 +108,13 @@ def test_two_processes_writing_one_new_name_share_it_and_the_last_close_wins(
     # the first close uploads what the file holds then
     assert first.close() == "closed"
     [uploaded] = live_files(emulator, "batch")
-    assert server_get(emulator, f"/files/{uploaded['id']}/content").content == b"AAAABBBB"
+    assert emulator.control.stored_content(uploaded["id"]) == b"AAAABBBB"
     # the other writer goes on; its close uploads the file as it is at that close, which
     # replaces the first upload: one file on the server, holding the state at the last close
     assert second.tell("write 8 CCCC") == "written"
     assert second.close() == "closed"
     [final] = live_files(emulator, "batch")
     assert final["id"] != uploaded["id"] and final["filename"] == "shared.jsonl"
-    assert server_get(emulator, f"/files/{final['id']}/content").content == b"AAAABBBBCCCC"
+    assert emulator.control.stored_content(final["id"]) == b"AAAABBBBCCCC"
     assert path.read_bytes() == b"AAAABBBBCCCC"
     assert os.listdir(mounted / "batch") == ["shared.jsonl"]

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from fusetools import KEY, run, wait_for
+from fusetools import KEY, run
 
 ROOT = Path(__file__).resolve().parents[2]
 UNIT = ROOT / "systemd" / "openai-fs@.service"

@@ -100,7 +100,7 @@ def test_a_server_that_goes_silent_is_eio_within_the_timeout(mount, emulator):
 def test_a_live_server_is_not_cut_off(mount, emulator, tmp_path):
     control = emulator.control
     data = payload(6 * MiB, 5)
-    made = upload_on_server(emulator, "steady.bin", "vision", data)
+    upload_on_server(emulator, "steady.bin", "vision", data)
     mounted = mount("--timeout", "2", "--processing-timeout", "30")
     # a download that takes three times --timeout, its bytes arriving all along
     control.set_config(bandwidth=1_000_000)
