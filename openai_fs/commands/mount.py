@@ -309,6 +309,7 @@ async def _serve(options: MountOptions, make_client, readiness: Readiness,
             cache_dir=cache_dir, dir_ttl=options.dir_ttl, read_only=options.read_only,
             memory_cache_bytes=options.cache_size, disk_cache_bytes=options.disk_cache_size,
             not_downloadable=options.not_downloadable, write_back=options.write_back,
+            local_only=options.local_only, local_only_defaults=not options.no_local_only,
             uploads=UploadSettings(
                 multipart_threshold=options.multipart_threshold, part_size=options.part_size,
                 concurrency=options.upload_concurrency, expires_after=options.expires_after,

@@ -101,6 +101,8 @@ class Option:
     convert: Callable[[str], Any] | None = None   # None: a switch
     metavar: str | None = None
     short: str | None = None
+    #: may be given several times; the values are collected in a tuple
+    repeat: bool = False
 
 
 OPTIONS: tuple[Option, ...] = (
@@ -142,6 +144,12 @@ OPTIONS: tuple[Option, ...] = (
                          "once) and resume after a crash; sync, fsync, openai-fs sync and "
                          "unmount wait for them (default: close() returns once the server has "
                          "the file)"),
+    Option("local_only", "also keep files named like GLOB local, never uploaded (repeatable; "
+                         "by default editor, office and desktop temporaries are: .*.swp, *~, "
+                         ".~lock.*#, ~$*, .DS_Store, Thumbs.db, ...)", str, "GLOB",
+           repeat=True),
+    Option("no_local_only", "upload even the editor, office and desktop temporaries kept local "
+                            "by default"),
     Option("upload_on_close", "send a file only once it is closed (default: a file written "
                               "from start to end begins uploading once it holds 8M, so the "
                               "upload overlaps the writing)"),
@@ -193,6 +201,8 @@ class MountOptions:
     upload_concurrency: int = 4
     upload_on_close: bool = False
     write_back: bool = False
+    local_only: tuple[str, ...] = ()
+    no_local_only: bool = False
     expires_after: int | None = None
     not_downloadable: tuple[str, ...] = ()
     api_key_file: Path | None = None
@@ -253,6 +263,10 @@ def add_mount_arguments(parser: argparse.ArgumentParser) -> None:
         if option.convert is None:
             parser.add_argument(*flags, dest=option.name, action="store_true", default=None,
                                 help=option.help)
+        elif option.repeat:
+            parser.add_argument(*flags, dest=option.name, type=_argparse_type(option),
+                                action="append", default=None, metavar=option.metavar,
+                                help=option.help)
         else:
             parser.add_argument(*flags, dest=option.name, type=_argparse_type(option),
                                 default=None, metavar=option.metavar, help=option.help)
@@ -290,10 +304,14 @@ def from_arguments(args: argparse.Namespace) -> MountOptions:
             else:
                 if not has_value:
                     raise OptionError(f"-o {name} needs a value: -o {name}=VALUE")
-                chosen[key] = option.convert(value)
+                if option.repeat:
+                    chosen[key] = chosen.get(key, ()) + (option.convert(value),)
+                else:
+                    chosen[key] = option.convert(value)
     for option in OPTIONS:
         value = getattr(args, option.name, None)
         if value is not None:
-            chosen[option.name] = value
+            chosen[option.name] = chosen.get(option.name, ()) + tuple(value) if option.repeat \
+                else value
     return MountOptions(mountpoint=args.mountpoint, demo=bool(getattr(args, "demo", False)),
                         **chosen).validate()

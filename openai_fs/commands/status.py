@@ -118,6 +118,10 @@ def render(status: dict[str, Any]) -> str:
                      f"close): {len(held)}")
         lines.extend(f"  {path}" for path in held)
     lines.extend(describe_queue(uploads.get("queue")))
+    kept = uploads.get("kept_local") or {}
+    if kept.get("files"):
+        lines.append(f"Files kept local (editor and desktop temporaries, never uploaded): "
+                     f"{kept['files']} ({_size(kept.get('bytes', 0))})")
     lines.append(f"Uploads completed: {uploads.get('completed', 0)}")
     failed = uploads.get("failed", [])
     if failed:

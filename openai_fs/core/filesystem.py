@@ -17,6 +17,7 @@ from openai_fs.core.cache import ContentCache, DiskCache
 from openai_fs.core.changes import ServerChanges
 from openai_fs.core.content_access import ContentAccess
 from openai_fs.core.kernel_cache import KernelCache
+from openai_fs.core.local_only import LocalOnly
 from openai_fs.core.namespace import Namespace
 from openai_fs.core.open_files import OpenFiles
 from openai_fs.core.spool import Spool
@@ -39,6 +40,9 @@ class CoreSettings:
     not_downloadable: tuple[str, ...] = ()
     #: close() and rm return once journaled; uploads and deletes go on in the background
     write_back: bool = False
+    #: more names kept local (never uploaded), and whether the default ones are
+    local_only: tuple[str, ...] = ()
+    local_only_defaults: bool = True
 
 
 class FileSystem:
@@ -64,7 +68,9 @@ class FileSystem:
         self.changes = ServerChanges(client, self.namespace, self.cache, self.uploader,
                                      self.spool)
         self.files = OpenFiles(self.namespace, self.cache, self.spool, self.uploader,
-                               self.changes, uploads_nursery)
+                               self.changes, uploads_nursery,
+                               local_only=LocalOnly(settings.local_only,
+                                                    defaults=settings.local_only_defaults))
         self.write_back = WriteBack(self.files, self.spool.journal, enabled=settings.write_back,
                                     concurrency=settings.uploads.concurrency)
         self.files.write_back = self.write_back

@@ -125,6 +125,12 @@ class FileEntry:
     #: server files this one took the name of (a rename over them before it was uploaded):
     #: deleted once it is uploaded, and shown again if that upload fails
     supersedes: list[FileObject] = field(default_factory=list)
+    #: a file kept local: it never goes to the server (core/local_only.py)
+    local_only: bool = False
+    #: a server file renamed onto a name kept local (vim's ``report.txt~``): shown under that
+    #: name while the mount lives; the server file keeps its own name, and goes when that
+    #: name is removed
+    kept_name: str | None = None
 
     @property
     def purpose(self) -> str:
@@ -474,6 +480,12 @@ class Namespace:
             self._drop(known, notify=True)
             self._rename_all(directory)
 
+    def keep_under(self, entry: FileEntry, name: str | None) -> None:
+        """Show the server file of ``entry`` under the local name ``name`` (None: under its
+        own name again); nothing changes on the server."""
+        entry.kept_name = name
+        self._rename_all(entry.directory)
+
     def rename_unsent(self, entry: FileEntry, target: PurposeDir, name: str) -> None:
         """Rename a file that is not on the server yet: only the namespace changes."""
         source = entry.directory
@@ -639,9 +651,13 @@ class Namespace:
         Files being created keep the name they were created with.
         """
         self._usage = None
-        taken = set(directory.unsent)
+        kept = {entry.kept_name: entry for entry in directory.files.values()
+                if entry.kept_name is not None}
+        taken = set(directory.unsent) | set(kept)
         wanted: dict[FileEntry, str] = {}
         for entry in sorted(directory.files.values(), key=lambda e: e.inode):
+            if entry.kept_name is not None:
+                continue
             if entry.file is None:
                 wanted[entry] = entry.name
             elif entry.file.problem is not None:
@@ -665,6 +681,7 @@ class Namespace:
                     if entry.file is not None:
                         wanted[entry] = names.with_id(name, entry.file.id)
         by_name = {name: entry for name, entry in directory.unsent.items()}
+        by_name.update(kept)
         for entry, name in wanted.items():
             by_name.setdefault(name, entry)
         old = directory.by_name

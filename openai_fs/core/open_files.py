@@ -32,6 +32,7 @@ from openai_fs.core.changes import ServerChanges
 from openai_fs.core.content_access import ContentRefused
 from openai_fs.core.errors import AlreadyExists, FSError, UploadFailed, errno_for
 from openai_fs.core.handles import ContentReader, FileHandle, LocalReader, LocalWriter
+from openai_fs.core.local_only import LocalOnly
 from openai_fs.core.namespace import FileEntry, Namespace, Node, PurposeDir
 from openai_fs.core.spool import LocalFile, Record, Spool
 from openai_fs.core.uploader import Uploader
@@ -42,8 +43,10 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 #: temporary files of tools that write a copy and then rename it over the real name: rsync
-#: (``.NAME.XXXXXX``) and GIO, i.e. GNOME Files, gio copy and gio save (``.goutputstream-XXXXXX``)
-TEMPORARY_NAME = re.compile(r"^\.goutputstream-[A-Za-z0-9]{6}$|^\..+\.[A-Za-z0-9]{6}$")
+#: (``.NAME.XXXXXX``), GIO, i.e. GNOME Files, gio copy and gio save (``.goutputstream-XXXXXX``),
+#: and LibreOffice (``luXXXX.tmp``)
+TEMPORARY_NAME = re.compile(r"^\.goutputstream-[A-Za-z0-9]{6}$|^\..+\.[A-Za-z0-9]{6}$"
+                            r"|^lu[A-Za-z0-9]{3,}\.tmp$")
 #: a temporary file nobody renamed is uploaded under its own name this long after its last close
 HOLD_SECONDS = 5.0
 
@@ -64,6 +67,8 @@ class OpenFiles:
     _held: dict[FileEntry, LocalFile] = field(default_factory=dict)
     #: the background queue of journaled uploads and deletes (wired by FileSystem)
     write_back: WriteBack | None = None
+    #: names of files kept local (editor and desktop temporaries; core/local_only.py)
+    local_only: LocalOnly = field(default_factory=LocalOnly)
 
     @property
     def writes_back(self) -> bool:
@@ -103,9 +108,15 @@ class OpenFiles:
         if not names.fits(name):
             raise FSError(errno.ENAMETOOLONG, f"{name[:40]}...: name too long",
                           level=logging.INFO)
-        rules.check_new_file(directory, name)
+        kept_local = self.local_only.matches(name) or self.local_only.is_vim_probe(name, flags)
+        if kept_local:
+            if not directory.writable:      # never uploaded, but the folder takes no files
+                raise rules.not_writable(directory)
+        else:
+            rules.check_new_file(directory, name)
         local = self.spool.new_file(directory.purpose or "", name)
         entry = self.namespace.add_unsent(directory, name, local)
+        entry.local_only = kept_local
         local.handles += 1
         return LocalWriter(entry, local, opener), entry
 
@@ -188,7 +199,9 @@ class OpenFiles:
             async with local.lock:
                 pass
         written = local.write(offset, data)
-        self.uploader.wrote(handle.entry, local, may_start=not self.defers(handle.entry))
+        entry = handle.entry
+        self.uploader.wrote(entry, local,
+                            may_start=not self.defers(entry) and not entry.local_only)
         return written
 
     async def truncate(self, entry: FileEntry, size: int, handle: FileHandle | None) -> None:
@@ -229,8 +242,8 @@ class OpenFiles:
         if not isinstance(handle, LocalWriter):
             return
         entry, local = handle.entry, handle.local
-        if self.defers(entry):
-            return      # a temporary file: uploaded when renamed (see defers)
+        if self.defers(entry) or entry.local_only:
+            return      # a temporary file: uploaded when renamed (see defers), or never
         if local.dirty and closed_by_a_copy():
             # The writer itself still has the file open and is not done; its own close
             # uploads. This also spares a shell's "echo text > file" the upload of an empty
@@ -249,10 +262,10 @@ class OpenFiles:
             return
         if not isinstance(handle, LocalWriter):
             return
-        if self.defers(handle.entry):
+        if self.defers(handle.entry) or handle.entry.local_only:
             # rsync --fsync and GIO sync their temporary file just before renaming it: make its
             # spool durable (a later mount recovers it after a crash); the upload follows at
-            # the rename
+            # the rename (a file kept local is only made durable)
             await trio.to_thread.run_sync(os.fsync, handle.local.fd)
             return
         if self.writes_back:
@@ -290,6 +303,8 @@ class OpenFiles:
         local.handles -= 1
         if local.handles > 0 or local.queued:
             return      # a queued spool is let go by the queue, once uploaded
+        if entry.local_only and not local.discarded and entry.local is local:
+            return      # a file kept local lives in its spool while the mount lives
         pending = local.dirty and local.failure is None and not local.discarded
         if pending and self.defers(entry):
             self._hold(entry, local)
@@ -447,6 +462,12 @@ class OpenFiles:
             entry.local = None
         if local is not None and local.queued:
             self._unqueue(entry, local)
+        if entry.local_only:
+            self.namespace.removed(entry)
+            if local is not None and local.handles == 0:
+                entry.local = None
+                self._let_go(local, entry)
+            return
         if not self.writes_back:
             await self.changes.delete(entry)
             return
@@ -486,7 +507,80 @@ class OpenFiles:
             return
         if replaced is not None and not replace:
             raise AlreadyExists(f"{target.name}/{name}")
+        if self.local_only.matches(name):
+            await self._keep_local(source, target, name, replaced)
+            return
+        if source.local_only or source.kept_name is not None:
+            await self._stop_keeping_local(source, target, name, replaced)
+            return
         await self._move(source, target, name, replaced)
+
+    async def _keep_local(self, entry: FileEntry, target: PurposeDir, name: str,
+                          replaced: FileEntry | None) -> None:
+        """A rename onto a name kept local: nothing goes to the server. A file being written
+        (or kept local already) is renamed in the mount; a server file is shown under the local
+        name while its server file stays as it is (vim renames ``report.txt`` to
+        ``report.txt~`` before it writes the new one), and goes when that name is removed."""
+        if not target.writable or not entry.directory.writable:
+            raise rules.not_writable(target if not target.writable else entry.directory)
+        gone = self._displace(replaced) if replaced is not None else []
+        if entry.file is not None and entry.local is not None and entry.local.dirty:
+            self.namespace.detach(entry)        # its unsaved bytes are what is kept local
+        if entry.file is None:
+            for hidden in entry.supersedes:     # it will never replace them: back they come
+                self.namespace.restore(hidden)
+            entry.supersedes = []
+            entry.local_only = True
+            if entry.local is not None:
+                entry.local.drop_early("the file is kept local")
+                entry.local.purpose = target.purpose or ""
+            self._held.pop(entry, None)
+            self.namespace.rename_unsent(entry, target, name)
+        elif target is entry.directory:
+            self.namespace.keep_under(entry, name)
+        else:
+            raise FSError(errno.EXDEV, f"{entry.directory.name}/{entry.name}: a file on the "
+                                       f"server kept local under {target.name}/{name} stays in "
+                                       "its own folder (answered EXDEV)", level=logging.INFO)
+        await self.changes.delete_replaced(f"{target.name}/{name}", gone)
+
+    async def _stop_keeping_local(self, entry: FileEntry, target: PurposeDir, name: str,
+                                  replaced: FileEntry | None) -> None:
+        """A file kept local renamed to an ordinary name: from now on it goes to the server
+        like any file (at once, if nothing has it open). A server file shown under a local name
+        takes its own name back without a request when that is the name it is given."""
+        if entry.kept_name is not None:
+            assert entry.file is not None
+            if target is entry.directory and names.encode(entry.file.filename) == name:
+                gone = self._displace(replaced) if replaced is not None else []
+                self.namespace.keep_under(entry, None)
+                await self.changes.delete_replaced(f"{target.name}/{name}", gone)
+                return
+            self.namespace.keep_under(entry, None)
+            await self._move(entry, target, name, target.by_name.get(name))
+            return
+        violation = rules.rule_violation(target.purpose or "", rules.server_filename(name),
+                                         entry.size, f"{target.name}/{name}")
+        if violation is not None:
+            raise FSError(errno.EXDEV, f"moving {entry.directory.name}/{entry.name}: "
+                                       f"{violation.message} (answered EXDEV)",
+                          level=logging.INFO)
+        entry.local_only = False
+        local = entry.local
+        await self._move(entry, target, name, replaced)
+        if local is not None and local.handles == 0 and entry.local is local \
+                and not local.discarded:
+            # closed already: nobody's close will upload it, so the rename does, and reports
+            # its failure (as for rsync's and GIO's temporary files)
+            try:
+                if self.writes_back:
+                    await self._queue(entry, local)
+                    return
+                await self.commit(entry, local)
+            finally:
+                if not local.queued and entry.local is local:
+                    entry.local = None
+                    self._let_go(local, entry)
 
     async def _move(self, entry: FileEntry, target: PurposeDir, name: str,
                     replaced: FileEntry | None) -> None:
@@ -628,7 +722,7 @@ class OpenFiles:
         of rsync or GIO, which is renamed to its real name right after it is closed. The
         upload then happens inside that rename (which reports its failure), once, under the
         final name, instead of once under the temporary name and again after the rename."""
-        return (self.nursery is not None and entry.file is None
+        return (self.nursery is not None and entry.file is None and not entry.local_only
                 and TEMPORARY_NAME.match(entry.name) is not None)
 
     def _hold(self, entry: FileEntry, local: LocalFile) -> None:
@@ -669,6 +763,9 @@ class OpenFiles:
 
     def statistics(self) -> dict[str, object]:
         queue = self.write_back.statistics() if self.write_back is not None else None
+        kept = [entry for entry in self.namespace.entries()
+                if (entry.local_only or entry.kept_name is not None) and not entry.removed]
         return {**self.uploader.statistics(), "queue": queue,
+                "kept_local": {"files": len(kept), "bytes": sum(e.size for e in kept)},
                 "held": [f"{e.directory.name}/{e.name}" for e in self._held],
                 "spool_dir": str(self.spool.folder), "unsent_dir": str(self.spool.unsent_dir)}

@@ -139,3 +139,16 @@ def test_read_ahead_is_at_most_64m(value, ok):
     else:
         with pytest.raises(OptionError, match="read-ahead"):
             parse("--read-ahead", value)
+
+
+def test_local_only_patterns_add_up_from_flags_and_o_lists():
+    chosen = parse("--local-only", "*.bak", "-o", "local_only=scratch-*,local_only=*.old",
+                   "--local-only", "draft-*")
+    assert chosen.local_only == ("scratch-*", "*.old", "*.bak", "draft-*")
+    assert parse().local_only == () and not parse().no_local_only
+    assert parse("--no-local-only").no_local_only and parse("-o", "no_local_only").no_local_only
+
+
+def test_the_write_back_switch():
+    assert parse("--write-back").write_back and parse("-o", "write_back").write_back
+    assert not parse().write_back
