@@ -23,6 +23,7 @@ import trio
 from openai_fs.core import names
 from openai_fs.core.errors import FSError, Unexpected, as_fs_error
 from openai_fs.core.filesystem import FileSystem
+from openai_fs.core.usage import AccountUsage
 from openai_fs.core.handles import (
     ContentReader,
     DirectoryHandle,
@@ -51,11 +52,9 @@ UNSUPPORTED_XATTRS = (b"security.", b"system.", b"trusted.")
 BLOCK_HINT = 1024 * 1024
 #: directories never change identity; their names can be cached long
 DIR_ENTRY_TIMEOUT = 300.0
-#: statfs: the block size it counts in, the inode space it shows, and how long the first
-#: statfs of a mount waits for the first count of the account's files
+#: statfs: the block size it counts in, and the inode space it shows
 STATFS_BLOCK = 4096
 INODE_SPACE = 2 ** 32
-FIRST_COUNT_WAIT = 0.5
 #: the largest extended attribute value the kernel passes (XATTR_SIZE_MAX)
 XATTR_SIZE_MAX = 64 * 1024
 #: handlers whose argument at this index is file content, never to be logged
@@ -130,12 +129,8 @@ class Operations(pyfuse3.Operations):
         self.mounted: MountEntry | None = None
         #: set once the kernel's INIT is answered, the handshake that fixes some of its settings
         self.initialized = trio.Event()
-        self._background = background
-        #: statfs's count of the account's files (see ``statfs``)
-        self._usage_tried_at: float | None = None
-        self._usage_counting = False
-        self._usage_counted = trio.Event()
-        self._usage_waited = False
+        #: what the account uses, for statfs (recounted in ``background``)
+        self.usage = AccountUsage(core.namespace, background)
 
     def init(self) -> None:
         """pyfuse3 calls this while it answers the kernel's INIT; the answer is sent as soon as
@@ -451,27 +446,10 @@ class Operations(pyfuse3.Operations):
 
     @_handler
     async def statfs(self, ctx=None) -> pyfuse3.StatvfsData:
-        """``df``: the project quota, and the bytes and files used as far as the mount knows.
-
-        File managers ask this all the time, so it never waits for a listing of the whole
-        account: that is started in the background when the last count is older than
-        ``USAGE_SECONDS`` (one at a time), and only the very first ``statfs`` of a mount waits
-        for it, at most ``FIRST_COUNT_WAIT`` seconds."""
+        """``df``: the project quota, and the bytes and files used as far as the mount knows
+        (never waiting for a listing of the whole account: core/usage.py)."""
+        used, files = await self.usage.current()
         namespace = self.namespace
-        if self._background is None:
-            if namespace.usage_stale(self._usage_tried_at):
-                self._usage_tried_at = trio.current_time()
-                await self._count_usage()
-        else:
-            if not self._usage_counting and namespace.usage_stale(self._usage_tried_at):
-                self._usage_tried_at = trio.current_time()
-                self._usage_counting = True
-                self._background.start_soon(self._count_usage)
-            if not self._usage_waited:
-                self._usage_waited = True
-                with trio.move_on_after(FIRST_COUNT_WAIT):
-                    await self._usage_counted.wait()
-        used, files = namespace.usage()
         quota = namespace.quota
         data = pyfuse3.StatvfsData()
         data.f_bsize = data.f_frsize = STATFS_BLOCK
@@ -484,21 +462,6 @@ class Operations(pyfuse3.Operations):
         data.f_ffree = data.f_favail = data.f_files - inodes_used
         data.f_namemax = names.MAX_NAME_BYTES
         return data
-
-    async def _count_usage(self) -> None:
-        """List every file of the account once (it also finds purposes the mount did not know
-        and refreshes every purpose's listing). A failure is logged; ``df`` answers with what
-        is known meanwhile and tries again after ``USAGE_SECONDS``."""
-        try:
-            await self.namespace.refresh_all()
-        except Exception as exc:  # noqa: BLE001 - in the background, nobody else would see it
-            error = as_fs_error(exc)
-            log.log(logging.ERROR if isinstance(error, Unexpected) else logging.WARNING,
-                    "could not count the files of the account for df: %s", error.message,
-                    exc_info=exc if isinstance(error, Unexpected) else None)
-        finally:
-            self._usage_counting = False
-            self._usage_counted.set()
 
     # ------------------------------------------------------------- helpers
 

@@ -112,7 +112,7 @@ def test_unmount_waits_for_the_queue(mount, emulator):
 def test_killed_with_20_files_queued_the_next_mount_uploads_each_exactly_once(
         mount, emulator, tmp_path):
     cache = tmp_path / "shared-cache"
-    emulator.control.add_fault(**SLOW_POSTS, seconds=30)
+    emulator.control.add_fault(**SLOW_POSTS, seconds=8)
     first = mount("--write-back", "--upload-concurrency", "4", cache_dir=cache)
     for n in range(20):
         (first / "assistants" / f"q{n:02}.txt").write_bytes(f"queued {n}".encode())
@@ -141,7 +141,7 @@ def test_killed_with_20_files_queued_the_next_mount_uploads_each_exactly_once(
 
 def test_fusermount_with_a_queue_loses_nothing(mount, emulator, tmp_path):
     cache = tmp_path / "shared-cache"
-    emulator.control.add_fault(**SLOW_POSTS, seconds=20)
+    emulator.control.add_fault(**SLOW_POSTS, seconds=6)
     first = mount("--write-back", "--upload-concurrency", "1", cache_dir=cache)
     for n in range(3):
         (first / "vision" / f"u{n}.txt").write_bytes(b"unmounted before its upload")
