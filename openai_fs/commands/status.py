@@ -162,6 +162,27 @@ def render(status: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+class ProgressLine:
+    """One line of progress on standard error: kept up to date in place on a terminal, shown
+    once elsewhere (a log does not want a line a second)."""
+
+    def __init__(self) -> None:
+        self.shown = False
+
+    def show(self, line: str) -> None:
+        if sys.stderr.isatty():
+            print("\r\033[K" + line[:200], end="", file=sys.stderr, flush=True)
+        elif not self.shown:
+            print(line, file=sys.stderr, flush=True)
+        self.shown = True
+
+    def end(self) -> None:
+        """Done: the next output starts on a line of its own."""
+        if self.shown and sys.stderr.isatty():
+            print(file=sys.stderr)
+            self.shown = False
+
+
 def describe_queue(queue: dict[str, Any] | None) -> list[str]:
     """The write-back queue: what waits, what is being sent, what failed, the rate and the
     time left (nothing when it is off and empty)."""

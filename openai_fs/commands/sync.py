@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from openai_fs.commands.status import StatusError, describe_queue, read_status
+from openai_fs.commands.status import ProgressLine, StatusError, describe_queue, read_status
 from openai_fs.core.names import CONTROL_NAME
 
 DESCRIPTION = """\
@@ -58,27 +58,20 @@ def wait_for_queue(mountpoint: Path, deadline: float | None, *, program: str) ->
 
     waiter = threading.Thread(target=wait, daemon=True)
     waiter.start()
-    shown = False
+    progress = ProgressLine()
     while True:
         waiter.join(0.5)
         if not waiter.is_alive():
             break
         queue = _queue(mountpoint)
         if queue and (queue.get("waiting") or queue.get("sending")):
-            line = describe_queue(queue)[0]
-            if sys.stderr.isatty():
-                print("\r\033[K" + line[:200], end="", file=sys.stderr, flush=True)
-            elif not shown:
-                print(line, file=sys.stderr, flush=True)
-            shown = True
+            progress.show(describe_queue(queue)[0])
         if deadline is not None and time.monotonic() > deadline:
-            if shown and sys.stderr.isatty():
-                print(file=sys.stderr)
+            progress.end()
             print(f"openai-fs {program}: changes still queued after the time given; they go on "
                   "in the background (openai-fs status shows them)", file=sys.stderr)
             return False
-    if shown and sys.stderr.isatty():
-        print(file=sys.stderr)
+    progress.end()
     error = outcome.get("error")
     if error is None:
         return True

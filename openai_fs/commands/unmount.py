@@ -11,7 +11,13 @@ import sys
 import time
 from pathlib import Path
 
-from openai_fs.commands.status import MountGone, StatusError, describe_transfer, read_status
+from openai_fs.commands.status import (
+    MountGone,
+    ProgressLine,
+    StatusError,
+    describe_transfer,
+    read_status,
+)
 from openai_fs.commands.sync import wait_for_queue
 
 DESCRIPTION = """\
@@ -82,16 +88,11 @@ def run(args) -> int:
 
 
 def _wait_for_uploads(mountpoint: Path, status: dict, deadline: float | None) -> bool:
-    shown = False
+    progress = ProgressLine()
     while status.get("uploads", {}).get("in_flight"):
         transfers = status["uploads"]["in_flight"]
-        line = f"waiting for {len(transfers)} upload(s): " + "; ".join(
-            describe_transfer(t) for t in transfers)
-        if sys.stderr.isatty():
-            print("\r\033[K" + line[:200], end="", file=sys.stderr, flush=True)
-        elif not shown:
-            print(line, file=sys.stderr, flush=True)
-        shown = True
+        progress.show(f"waiting for {len(transfers)} upload(s): " + "; ".join(
+            describe_transfer(t) for t in transfers))
         if deadline is not None and time.monotonic() > deadline:
             return False
         time.sleep(0.5)
@@ -99,8 +100,7 @@ def _wait_for_uploads(mountpoint: Path, status: dict, deadline: float | None) ->
             status = read_status(mountpoint)
         except StatusError:
             break
-    if shown and sys.stderr.isatty():
-        print(file=sys.stderr)
+    progress.end()
     return True
 
 

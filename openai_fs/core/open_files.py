@@ -279,18 +279,8 @@ class OpenFiles:
         """--write-back's close(): the spool made durable and journaled, its upload queued.
         What commit() would refuse at once is refused here too."""
         assert self.write_back is not None
-        if local.failure is not None:
-            self._give_up(entry, local)
-            raise local.failure
-        if not local.dirty or local.discarded:
+        if not self._sendable(entry, local):
             return
-        where = f"{entry.directory.name}/{entry.name}"
-        violation = rules.rule_violation(entry.purpose, entry.server_name, local.size, where)
-        if violation is not None:
-            local.failure = violation
-            local.drop_early("the file breaks a rule")
-            self._give_up(entry, local)
-            raise violation
         local.drop_early("the file is uploaded in the background")
         await self.write_back.enqueue_upload(entry, local)
 
@@ -352,20 +342,9 @@ class OpenFiles:
         uploaded again under its new name before the copy under the old name is deleted.
         """
         async with local.lock:
-            if local.failure is not None:
-                local.drop_early("the file will not be uploaded")
-                self._give_up(entry, local)
-                raise local.failure
-            if not local.dirty or local.discarded or entry.removed and entry.local is not local:
-                local.drop_early("nothing to upload")
+            if not self._sendable(entry, local):
                 return
             where = f"{entry.directory.name}/{entry.name}"
-            violation = rules.rule_violation(entry.purpose, entry.server_name, local.size, where)
-            if violation is not None:
-                local.failure = violation
-                local.drop_early("the file breaks a rule")
-                self._give_up(entry, local)
-                raise violation
             if local.record is not None:
                 await trio.to_thread.run_sync(self.spool.journal.sending, local.record)
             try:
@@ -390,6 +369,25 @@ class OpenFiles:
                 self.uploader.completed += 1
                 log.info("uploaded %s as %s (%d bytes)", where, uploaded.id, uploaded.bytes)
         await self.changes.delete_replaced(where, replaced)
+
+    def _sendable(self, entry: FileEntry, local: LocalFile) -> bool:
+        """Whether the spool of ``entry`` has changes to send. Raises what keeps it from the
+        server (an earlier failure, a rule it breaks), the entry then giving up."""
+        if local.failure is not None:
+            local.drop_early("the file will not be uploaded")
+            self._give_up(entry, local)
+            raise local.failure
+        if not local.dirty or local.discarded or entry.removed and entry.local is not local:
+            local.drop_early("nothing to upload")
+            return False
+        where = f"{entry.directory.name}/{entry.name}"
+        violation = rules.rule_violation(entry.purpose, entry.server_name, local.size, where)
+        if violation is not None:
+            local.failure = violation
+            local.drop_early("the file breaks a rule")
+            self._give_up(entry, local)
+            raise violation
+        return True
 
     async def _follow_renames(self, entry: FileEntry, local: LocalFile,
                               uploaded: FileObject) -> tuple[FileObject, list[FileObject]]:

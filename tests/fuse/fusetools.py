@@ -45,6 +45,14 @@ def interrupt(mounted, sig: int = signal.SIGTERM) -> int:
     return code
 
 
+def kill(mounted) -> None:
+    """SIGKILL the mount process (a crash), then remove what is left of its mount."""
+    mounted.process.send_signal(signal.SIGKILL)
+    mounted.process.wait(timeout=30)
+    subprocess.run(["fusermount3", "-u", "-z", str(mounted.path)], capture_output=True)
+    mounted.stopped = True
+
+
 def delete_on_server(emulator, file_id: str) -> None:
     """Delete a file the way another client would (straight through the API)."""
     httpx.delete(f"{emulator.base_url}/files/{file_id}",

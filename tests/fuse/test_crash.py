@@ -6,25 +6,17 @@ from __future__ import annotations
 import errno
 import os
 import random
-import signal
 import subprocess
 
 import pytest
 
-from fusetools import wait_for
+from fusetools import kill, wait_for
 
 MiB = 1024 * 1024
 
 
 def live_files(control) -> list[dict]:
     return [f for f in control.state()["files"] if not f.get("deleted")]
-
-
-def kill(mounted) -> None:
-    mounted.process.send_signal(signal.SIGKILL)
-    mounted.process.wait(timeout=30)
-    subprocess.run(["fusermount3", "-u", "-z", str(mounted.path)], capture_output=True)
-    mounted.stopped = True
 
 
 def test_killed_while_a_file_is_being_written(mount, emulator, tmp_path):

@@ -8,14 +8,13 @@ from __future__ import annotations
 import collections
 import errno
 import os
-import signal
 import subprocess
 import sys
 
 import pytest
 
 from checktools import live_files
-from fusetools import run, wait_for
+from fusetools import kill, run, wait_for
 
 SLOW_POSTS = {"kind": "latency", "method": "POST", "path": "^/v1/files$"}
 
@@ -26,13 +25,6 @@ def openai_fs(*args: str, **kwargs) -> subprocess.CompletedProcess:
 
 def names_on_server(emulator, purpose: str | None = None) -> list[str]:
     return sorted(f["filename"] for f in live_files(emulator, purpose))
-
-
-def kill(mounted) -> None:
-    mounted.process.send_signal(signal.SIGKILL)
-    mounted.process.wait(timeout=30)
-    subprocess.run(["fusermount3", "-u", "-z", str(mounted.path)], capture_output=True)
-    mounted.stopped = True
 
 
 def test_cp_returns_before_the_upload_and_sync_dir_waits_for_it(mount, emulator, tmp_path):
