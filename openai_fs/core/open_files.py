@@ -557,12 +557,7 @@ class OpenFiles:
             self.namespace.keep_under(entry, None)
             await self._move(entry, target, name, target.by_name.get(name))
             return
-        violation = rules.rule_violation(target.purpose or "", rules.server_filename(name),
-                                         entry.size, f"{target.name}/{name}")
-        if violation is not None:
-            raise FSError(errno.EXDEV, f"moving {entry.directory.name}/{entry.name}: "
-                                       f"{violation.message} (answered EXDEV)",
-                          level=logging.INFO)
+        self._refuse_rule_breaking_move(entry, target, name)
         entry.local_only = False
         local = entry.local
         await self._move(entry, target, name, replaced)
@@ -580,13 +575,8 @@ class OpenFiles:
                     entry.local = None
                     self._let_go(local, entry)
 
-    async def _move(self, entry: FileEntry, target: PurposeDir, name: str,
-                    replaced: FileEntry | None) -> None:
-        if not target.writable:
-            raise rules.not_writable(target)
-        if not entry.directory.writable:
-            raise rules.not_writable(entry.directory)
-        rules.check_name(target, name)
+    @staticmethod
+    def _refuse_rule_breaking_move(entry: FileEntry, target: PurposeDir, name: str) -> None:
         violation = rules.rule_violation(target.purpose or "", rules.server_filename(name),
                                          entry.size, f"{target.name}/{name}")
         if violation is not None:
@@ -596,6 +586,15 @@ class OpenFiles:
             raise FSError(errno.EXDEV, f"moving {entry.directory.name}/{entry.name}: "
                                        f"{violation.message} (answered EXDEV)",
                           level=logging.INFO)
+
+    async def _move(self, entry: FileEntry, target: PurposeDir, name: str,
+                    replaced: FileEntry | None) -> None:
+        if not target.writable:
+            raise rules.not_writable(target)
+        if not entry.directory.writable:
+            raise rules.not_writable(entry.directory)
+        rules.check_name(target, name)
+        self._refuse_rule_breaking_move(entry, target, name)
         if entry.local is not None:
             entry.local.drop_early("the file was renamed")
         if entry.file is not None and entry.local is not None and entry.local.dirty:
