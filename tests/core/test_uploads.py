@@ -275,10 +275,9 @@ async def test_a_dead_mounts_spool_of_a_long_name_is_recovered(fake, tmp_path, m
     assert not dead.exists()
 
 
-async def test_a_rename_during_the_upload_does_not_wait_and_the_server_ends_with_it(
-        fake, core, nursery):
-    writer = await new_file(core, "assistants", "x.txt", b"payload")
-    entry = writer.entry
+def close_with_upload_held(fake, core, writer, nursery):
+    """Starts closing `writer` with its upload held at the server; returns the gate that lets
+    the upload through and the event set once the close returned."""
     gate = fake.hold("create_file")
     closed = trio.Event()
 
@@ -287,6 +286,14 @@ async def test_a_rename_during_the_upload_does_not_wait_and_the_server_ends_with
         closed.set()
 
     nursery.start_soon(close)
+    return gate, closed
+
+
+async def test_a_rename_during_the_upload_does_not_wait_and_the_server_ends_with_it(
+        fake, core, nursery):
+    writer = await new_file(core, "assistants", "x.txt", b"payload")
+    entry = writer.entry
+    gate, closed = close_with_upload_held(fake, core, writer, nursery)
     await trio.testing.wait_all_tasks_blocked()         # the upload waits at the server
     await core.files.rename(entry, core.dir("vision"), "y.txt")     # returns meanwhile
     assert not closed.is_set()
@@ -303,14 +310,7 @@ async def test_a_rename_during_the_upload_does_not_wait_and_the_server_ends_with
 async def test_an_rm_during_the_upload_does_not_wait_and_the_server_ends_without_it(
         fake, core, nursery):
     writer = await new_file(core, "assistants", "x.txt", b"payload")
-    gate = fake.hold("create_file")
-    closed = trio.Event()
-
-    async def close():
-        await flush(core, writer)
-        closed.set()
-
-    nursery.start_soon(close)
+    gate, closed = close_with_upload_held(fake, core, writer, nursery)
     await trio.testing.wait_all_tasks_blocked()
     await core.files.unlink(writer.entry)
     assert not closed.is_set() and "x.txt" not in core.dir("assistants").by_name
