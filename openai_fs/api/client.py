@@ -215,6 +215,12 @@ class FilesClient:
         return f"FilesClient(base_url={self.base_url!r})"
 
     @property
+    def uses_wire(self) -> bool:
+        """Whether content bodies are received into the caller's memory (openai_fs.api.wire)
+        rather than through httpx."""
+        return self._wire is not None
+
+    @property
     def account(self) -> str:
         """Which account's files this client sees: the server, organization and project (a
         digest, so it can be written down without naming them)."""

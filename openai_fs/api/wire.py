@@ -313,6 +313,15 @@ class Body:
         """Receive the next bytes of the body into ``view`` (not empty): how many; 0 at its
         end. Waits only until some bytes are there. A body that breaks off raises
         APIConnectionError."""
+        try:
+            filled = await self._receive(view)
+        except BaseException:
+            self.close()        # in an unknown state: it cannot carry another request
+            raise
+        self.received += filled
+        return filled
+
+    async def _receive(self, view: memoryview) -> int:
         filled = 0
         while filled < len(view) and not self.complete:
             if self._state != self._DATA:
@@ -344,7 +353,6 @@ class Body:
                         self._finish()
                     else:
                         self._state = self._CRLF
-        self.received += filled
         return filled
 
     async def read_limited(self, limit: int) -> bytes:
