@@ -121,6 +121,7 @@ class Connection:
         self.path = path
         #: requests sent on it
         self.requests = 0
+        self._tls = isinstance(sock, ssl.SSLSocket)
         self._scratch: memoryview | None = None
 
     @classmethod
@@ -206,10 +207,28 @@ class Connection:
                 raise APIConnectionError(f"the connection broke: {_reason(exc)}",
                                          method=self.method, path=self.path,
                                          request_sent=True) from None
+            if self._tls and count:
+                # TLS hands over one record (at most 16 KiB) per call: take the others that
+                # are already here too, rather than go round the caller's loop for each
+                count += self._more_records(view[count:])
             if not waited:
                 # bytes were there at once: let the other tasks run (and a cancel land)
                 await trio.lowlevel.checkpoint()
             return count
+
+    def _more_records(self, view: memoryview) -> int:
+        count = 0
+        while count < len(view):
+            try:
+                more = self.sock.recv_into(view[count:])
+            except (ssl.SSLWantReadError, ssl.SSLWantWriteError, BlockingIOError):
+                break
+            except OSError:
+                break       # the next call meets the error again, and reports it
+            if not more:
+                break       # the end: the next call returns 0
+            count += more
+        return count
 
     async def _wait(self, wait: Callable, timeout: float | None, name: str, sent: bool) -> None:
         if timeout is None:
