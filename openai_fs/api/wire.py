@@ -162,12 +162,13 @@ class Connection:
         """Whether an idle connection is unusable: the server closed it, or sent something
         nobody asked for."""
         try:
-            if isinstance(self.sock, ssl.SSLSocket) and self.sock.pending():
+            if self._tls and self.sock.pending():
                 return True
-            readable, _, _ = select.select([self.sock], [], [], 0)
+            poller = select.poll()
+            poller.register(self.sock, select.POLLIN | select.POLLPRI)
+            return bool(poller.poll(0))
         except (OSError, ValueError):
             return True
-        return bool(readable)
 
     # ------------------------------------------------------------- bytes
 
@@ -216,6 +217,20 @@ class Connection:
                 await trio.lowlevel.checkpoint()
             return count
 
+    def recv_ready(self, view: memoryview) -> int | None:
+        """As :meth:`recv_into`, without waiting: None when no byte is there now."""
+        try:
+            count = self.sock.recv_into(view)
+        except (BlockingIOError, ssl.SSLWantReadError, ssl.SSLWantWriteError):
+            return None
+        except OSError as exc:
+            raise APIConnectionError(f"the connection broke: {_reason(exc)}",
+                                     method=self.method, path=self.path,
+                                     request_sent=True) from None
+        if self._tls and count:
+            count += self._more_records(view[count:])
+        return count
+
     def _more_records(self, view: memoryview) -> int:
         count = 0
         while count < len(view):
@@ -256,9 +271,10 @@ class Connection:
         try:
             data = state.send(h11.Request(method=method, target=target, headers=headers))
             data += state.send(h11.EndOfMessage())
-        except h11.LocalProtocolError as exc:
-            raise APIConnectionError(f"the request could not be written: {exc}",
-                                     method=self.method, path=self.path,
+        except h11.LocalProtocolError:
+            # h11's message may quote a header's value: the key's, say
+            raise APIConnectionError("the request could not be written (a header that is not "
+                                     "valid in HTTP/1.1)", method=self.method, path=self.path,
                                      request_sent=False) from None
         await self.send_all(data, timeouts.write)
         scratch = self.scratch()
@@ -355,7 +371,12 @@ class Body:
                     self._taken:self._taken + count]
                 self._taken += count
             elif filled:
-                break       # nothing more without waiting: the caller has bytes already
+                # the caller has bytes already: more only if they are here now (the end of
+                # the connection, if that is what is here, is met by the next call)
+                assert self._connection is not None
+                count = self._connection.recv_ready(view[filled:filled + want])
+                if not count:
+                    break
             else:
                 assert self._connection is not None
                 count = await self._connection.recv_into(view[:want], self._timeout)

@@ -55,6 +55,16 @@ class ScriptedConnection:
             self.pieces.appendleft(piece[count:])
         return count
 
+    def recv_ready(self, view: memoryview) -> int | None:
+        if not self.pieces:
+            return None         # nothing now; the next recv_into meets the end
+        piece = self.pieces.popleft()
+        count = min(len(view), len(piece))
+        view[:count] = piece[:count]
+        if count < len(piece):
+            self.pieces.appendleft(piece[count:])
+        return count
+
     def scratch(self) -> memoryview:
         return self._scratch
 
@@ -216,6 +226,18 @@ async def test_chunk_framing_that_is_not_valid_is_a_connection_error(wire):
     with pytest.raises(APIConnectionError):
         await read_body(body, 64)
     assert connection.closed
+
+
+async def test_a_key_that_is_not_a_valid_header_is_not_quoted(nursery):
+    server = Server([answer(b"unused")])
+    await server.serve(nursery)
+    bad = KEY + "\r\nX-Injected: 1"
+    async with FilesClient(api_key=Secret(bad), base_url=f"http://127.0.0.1:{server.port}/v1",
+                           retry=QUICK) as client:
+        with pytest.raises(APIConnectionError) as failure:
+            await client.read_content("file-1")
+    assert KEY not in str(failure.value) and not failure.value.request_sent
+    assert server.requests == []
 
 
 async def test_a_message_never_quotes_the_servers_bytes():
