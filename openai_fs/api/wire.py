@@ -508,6 +508,8 @@ class WirePool:
             if connection is None:
                 if origin.tls and self._ssl_context is None:
                     self._ssl_context = self._make_ssl_context()
+                    # what httpcore offers for an HTTP/1.1 connection
+                    self._ssl_context.set_alpn_protocols(["http/1.1"])
                 connection = await Connection.open(origin, ssl_context=self._ssl_context,
                                                    timeout=timeouts.connect, method=method,
                                                    path=path)
