@@ -4,9 +4,11 @@
     OPENAI_BASE_URL=... OPENAI_API_KEY=... python bench/client_alone.py CLIENT upload PATH NAME
 
 CLIENT is ``openai-fs`` (the mount's own client, :class:`openai_fs.api.client.FilesClient`,
-with the tuning the mount applies), ``sdk`` (the official ``openai`` package) or, for a
-download only, ``raw``: a plain socket that receives the response into one reused 1 MiB buffer
-(``recv_into``) and parses nothing, the floor of receiving the bytes in Python at all. A download
+with the tuning the mount applies; a download is received as the mount receives one, with
+``ContentStream.readinto`` into one reused 1 MiB buffer), ``sdk`` (the official ``openai``
+package) or, for a download only, ``raw``: a socket (over TLS for an https URL) that receives
+the response into one reused 1 MiB buffer (``recv_into``) and parses nothing, the floor of
+receiving the bytes in Python at all. A download
 streams ``GET /files/{id}/content`` to nowhere; an upload sends PATH as one ``POST /files``
 (purpose ``user_data``, filename NAME). The key comes from the environment, never argv.
 
@@ -56,11 +58,14 @@ def with_openai_fs(args: argparse.Namespace, base_url: str, key: str) -> dict:
         client = FilesClient(api_key=Secret(key), base_url=base_url)
         try:
             if args.action == "download":
-                received = 0
+                # as the mount receives a download: into memory it hands over (its ring)
+                received, view = 0, memoryview(bytearray(1024 * 1024))
                 with Span() as span:
-                    async for _, chunk in client.stream_content(args.target):
-                        received += len(chunk)
-                return {"seconds": span.seconds, "cpu": span.cpu, "bytes": received}
+                    async with client.open_content(args.target) as content:
+                        while count := await content.readinto(view):
+                            received += count
+                return {"seconds": span.seconds, "cpu": span.cpu, "bytes": received,
+                        "wire": client.uses_wire}
             with Span() as span:
                 made = await client.create_file(args.name, "user_data", Path(args.target))
             return {"seconds": span.seconds, "cpu": span.cpu, "bytes": made.bytes, "id": made.id}
@@ -93,14 +98,21 @@ def with_raw_socket(args: argparse.Namespace, base_url: str, key: str) -> dict:
     if args.action != "download":
         raise SystemExit("raw: downloads only")
     url = urlsplit(base_url)
-    if url.scheme != "http":
-        raise SystemExit("raw: plain http only")
+    if url.scheme not in ("http", "https"):
+        raise SystemExit("raw: http or https only")
     request = (f"GET {url.path.rstrip('/')}/files/{args.target}/content HTTP/1.1\r\n"
                f"Host: {url.netloc}\r\nAuthorization: Bearer {key}\r\n"
                "Connection: close\r\n\r\n").encode()
     buffer = memoryview(bytearray(1024 * 1024))
     received = 0
-    with socket.create_connection((url.hostname, url.port or 80)) as sock, Span() as span:
+    port = url.port or (443 if url.scheme == "https" else 80)
+    with socket.create_connection((url.hostname, port)) as plain, Span() as span:
+        sock = plain
+        if url.scheme == "https":
+            # the TLS handshake and decryption are part of receiving (SSL_CERT_FILE is honoured)
+            import ssl
+            sock = ssl.create_default_context(cafile=os.environ.get("SSL_CERT_FILE")).wrap_socket(
+                plain, server_hostname=url.hostname)
         sock.sendall(request)
         while count := sock.recv_into(buffer):
             received += count

@@ -16,6 +16,7 @@ itself failed (a benchmark could not run); the table then shows ERROR for it.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
@@ -350,6 +351,8 @@ class Suite:
         self._files: dict[str, tuple[Path, str | None]] = {}
         self._drop_caches_ok: bool | None = None
         self._listed = False
+        #: more environment for every client (SSL_CERT_FILE while measuring over TLS)
+        self.extra_environment: dict[str, str] = {}
 
     # helpers
     def mount(self, *options: str, label: str) -> Mount:
@@ -378,7 +381,8 @@ class Suite:
 
     def client_environment(self) -> dict[str, str]:
         """The environment of a client of the emulator: a mount, or a client alone."""
-        return {**os.environ, "OPENAI_API_KEY": KEY, "OPENAI_BASE_URL": self.base_url}
+        return {**os.environ, "OPENAI_API_KEY": KEY, "OPENAI_BASE_URL": self.base_url,
+                **self.extra_environment}
 
     def client_alone(self, client: str, *args: str) -> dict:
         """bench/client_alone.py: one transfer by a Python client (``openai-fs`` or ``sdk``)
@@ -932,22 +936,24 @@ def bench_cpu(s: Suite) -> None:
     """9: CPU seconds per GiB of a cold sequential read: the mount (its process and ``cat``)
     against curl, the SDK and openai-fs's client alone, with the floors beside them: the same
     ``cat`` of a FUSE file system that serves memory (bench/read_floor_fs.py), and a socket that
-    only receives (client_alone.py raw)."""
+    only receives (client_alone.py raw). Then, when the ``openssl`` command is there, the same
+    over HTTPS through a local TLS front (bench/tls_proxy.py), as INFO rows."""
     local, file_id = s.big_file()
     size = local.stat().st_size
     gib = size / GiB
-    url = f"{s.base_url}/files/{file_id}/content"
     cpu: dict[str, list[float]] = {}
 
-    def curl() -> None:
+    def curl(tag: str = "", cacert: Path | None = None) -> None:
         s.drop_caches()
         before = children_cpu_seconds()
-        run(["curl", "-sSf", "-o", "/dev/null", "-H", AUTH, url])
-        cpu.setdefault("curl", []).append(children_cpu_seconds() - before)
+        trust = ["--cacert", str(cacert)] if cacert else []
+        run(["curl", "-sSf", *trust, "-o", "/dev/null", "-H", AUTH,
+             f"{s.base_url}/files/{file_id}/content"])
+        cpu.setdefault(f"{tag}curl", []).append(children_cpu_seconds() - before)
 
-    def mount(honour: bool) -> None:
+    def mount(honour: bool, tag: str = "") -> None:
         s.control.set_config(honour_range=honour)
-        name = "mount" if honour else "mount, no Range"
+        name = tag + ("mount" if honour else "mount, no Range")
         try:
             with s.mount(label=f"cpu {name}") as m:
                 target = m / "assistants" / "big.bin"
@@ -964,12 +970,12 @@ def bench_cpu(s: Suite) -> None:
         finally:
             s.control.set_config(honour_range=True)
 
-    def client(name: str) -> None:
+    def client(name: str, tag: str = "") -> None:
         s.drop_caches()
         result = s.client_alone(name, "download", file_id)
         if result["bytes"] < size:
             raise HarnessError(f"{name} received {result['bytes']} bytes, not {size}")
-        cpu.setdefault(name, []).append(result["cpu"])
+        cpu.setdefault(tag + name, []).append(result["cpu"])
 
     def floor() -> None:
         folder = Path(tempfile.mkdtemp(prefix="floor-", dir=s.tmp))
@@ -1003,8 +1009,18 @@ def bench_cpu(s: Suite) -> None:
                  lambda: client("sdk"), lambda: client("raw"), floor]
         for step in rotated(steps, repeat):
             step()
+    tls = shutil.which("openssl") is not None
+    if tls:
+        with tls_front(s) as cacert:
+            for repeat in range(s.profile.repeats):
+                steps = [lambda: curl("https ", cacert), lambda: mount(False, "https "),
+                         lambda: client("openai-fs", "https "), lambda: client("sdk", "https "),
+                         lambda: client("raw", "https ")]
+                for step in rotated(steps, repeat):
+                    step()
+    else:
+        s.notes.append("no openssl command: the CPU rows over HTTPS were not measured")
     per_gib = {name: statistics.median(values) / gib for name, values in cpu.items()}
-    base = per_gib["curl"]
 
     def cell(name: str) -> str:
         text = f"{per_gib[name]:.2f} CPU-s/GiB"
@@ -1012,23 +1028,63 @@ def bench_cpu(s: Suite) -> None:
                  if part.startswith(name + ": ")]
         return text + (f" ({', '.join(parts)})" if parts else "")
 
+    def versus(baseline: str) -> str:
+        return f"{baseline}: {per_gib[baseline]:.2f} CPU-s/GiB"
+
     raw = {"bytes": size, "cpu_seconds": cpu, "per_gib": per_gib}
+    base = per_gib["curl"]
     for name in ("mount", "mount, no Range"):
         ratio = per_gib[name] / base
         s.add(Row(9, f"CPU per GiB, cold `cat` of {mib(size)}: the mount and cat",
-                  "Range" if name == "mount" else "no Range", cell(name),
-                  f"curl: {per_gib['curl']:.2f} CPU-s/GiB", f"{ratio:.2f}x", "≤ 3x",
-                  verdict(ratio <= 3), raw))
+                  "Range" if name == "mount" else "no Range", cell(name), versus("curl"),
+                  f"{ratio:.2f}x", "≤ 3x", verdict(ratio <= 3), raw))
     floor_sum = per_gib["FUSE floor"] + per_gib["raw"]
     for name, what in (("sdk", "the openai SDK alone"), ("openai-fs", "openai-fs's client alone"),
                        ("raw", "receive floor: a socket, recv_into, no parsing"),
                        ("FUSE floor", "FUSE floor: cat of bench/read_floor_fs.py")):
-        s.add(Row(9, f"CPU per GiB: {what}", "loopback", cell(name),
-                  f"curl: {per_gib['curl']:.2f} CPU-s/GiB", f"{per_gib[name] / base:.2f}x",
-                  "none", "INFO", raw))
+        s.add(Row(9, f"CPU per GiB: {what}", "loopback", cell(name), versus("curl"),
+                  f"{per_gib[name] / base:.2f}x", "none", "INFO", raw))
     s.add(Row(9, "CPU per GiB: the floor of a mount (FUSE floor + receive floor)", "loopback",
-              f"{floor_sum:.2f} CPU-s/GiB", f"curl: {per_gib['curl']:.2f} CPU-s/GiB",
-              f"{floor_sum / base:.2f}x", "none", "INFO", raw))
+              f"{floor_sum:.2f} CPU-s/GiB", versus("curl"), f"{floor_sum / base:.2f}x", "none",
+              "INFO", raw))
+    if tls:
+        base = per_gib["https curl"]
+        for name, what in (("https mount, no Range", "the mount and cat, no Range"),
+                           ("https sdk", "the openai SDK alone"),
+                           ("https openai-fs", "openai-fs's client alone"),
+                           ("https raw", "receive floor: a TLS socket, recv_into, no parsing")):
+            s.add(Row(9, f"CPU per GiB over HTTPS: {what}", "loopback, TLS", cell(name),
+                      versus("https curl"), f"{per_gib[name] / base:.2f}x", "none", "INFO", raw))
+
+
+@contextlib.contextmanager
+def tls_front(s: Suite) -> Iterator[Path]:
+    """Every client (curl, mounts, clients alone) talks HTTPS to the emulator through
+    bench/tls_proxy.py, with a self-signed certificate they are told to trust
+    (``SSL_CERT_FILE``); yields the certificate's path."""
+    folder = Path(tempfile.mkdtemp(prefix="tls-", dir=s.tmp))
+    cert, key = folder / "cert.pem", folder / "key.pem"
+    run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
+         "ec_paramgen_curve:prime256v1", "-nodes", "-days", "2", "-subj", "/CN=localhost",
+         "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1", "-keyout", str(key),
+         "-out", str(cert)], capture=True)
+    port = s.base_url.split("//", 1)[1].split("/", 1)[0].rsplit(":", 1)[1]
+    proxy = subprocess.Popen([sys.executable, str(ROOT / "bench" / "tls_proxy.py"), str(cert),
+                              str(key), port], stdout=subprocess.PIPE, cwd=ROOT)
+    plain = s.base_url
+    try:
+        assert proxy.stdout is not None
+        line = proxy.stdout.readline().split()
+        if len(line) != 2 or line[0] != b"listening":
+            raise HarnessError("bench/tls_proxy.py did not start")
+        s.base_url = f"https://localhost:{int(line[1])}/v1"
+        s.extra_environment = {"SSL_CERT_FILE": str(cert)}
+        yield cert
+    finally:
+        s.base_url = plain
+        s.extra_environment = {}
+        proxy.kill()
+        proxy.wait()
 
 
 def bench_cmp(s: Suite) -> None:

@@ -17,6 +17,7 @@ and says why it may be incomplete (:class:`Listing`).
 from __future__ import annotations
 
 import hashlib
+import inspect
 import json
 import logging
 import os
@@ -25,6 +26,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from urllib.parse import quote
+from urllib.request import getproxies_environment, proxy_bypass_environment
 
 import httpx
 import trio
@@ -59,6 +61,7 @@ from openai_fs.api.retry import (
     parse_retry_after,
 )
 from openai_fs.api.secret import Secret, redact
+from openai_fs.api.wire import Body, Origin, Timeouts, Unsuitable, WirePool
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +78,8 @@ RESUME_PROGRESS = 1024 * 1024
 #: a listing walk stops after this many pages (docs/SEMANTICS.md): 10 million files at the
 #: API's 10,000 per page
 MAX_LIST_PAGES = 1000
+#: the largest piece :meth:`FilesClient.stream_content` yields
+STREAM_CHUNK = 1024 * 1024
 
 tuning.apply()
 
@@ -184,6 +189,12 @@ class FilesClient:
             limits=httpx.Limits(max_connections=max_connections,
                                 max_keepalive_connections=max_connections),
             transport=transport, event_hooks=dict(event_hooks or {}), follow_redirects=True)
+        self._hooks = {name: list(hooks) for name, hooks in (event_hooks or {}).items()}
+        #: content bodies are received into the caller's memory (openai_fs.api.wire) unless
+        #: the client was given a transport of its own or a proxy takes its requests: then,
+        #: like every other request, through httpx
+        self._wire = WirePool(ssl_context=httpx.create_ssl_context) \
+            if transport is None and _direct(self.base_url) else None
 
     @classmethod
     def from_environment(cls, *, api_key: Secret | None = None,
@@ -204,6 +215,12 @@ class FilesClient:
         return f"FilesClient(base_url={self.base_url!r})"
 
     @property
+    def uses_wire(self) -> bool:
+        """Whether content bodies are received into the caller's memory (openai_fs.api.wire)
+        rather than through httpx."""
+        return self._wire is not None
+
+    @property
     def account(self) -> str:
         """Which account's files this client sees: the server, organization and project (a
         digest, so it can be written down without naming them)."""
@@ -211,6 +228,8 @@ class FilesClient:
         return hashlib.sha256(text.encode()).hexdigest()[:24]
 
     async def aclose(self) -> None:
+        if self._wire is not None:
+            self._wire.close()
         await self._http.aclose()
 
     async def __aenter__(self) -> FilesClient:
@@ -397,10 +416,18 @@ class FilesClient:
 
     # -------------------------------------------------------------- content
 
+    def open_content(self, file_id: str, *, offset: int = 0, length: int | None = None,
+                     ask_end: int | None = None) -> ContentStream:
+        """The bytes of a file, received into memory the caller hands over
+        (:meth:`ContentStream.readinto`); ``async with``. The arguments and what the server
+        may answer are those of :meth:`stream_content`."""
+        return ContentStream(self, file_id, offset=offset, length=length, ask_end=ask_end)
+
     async def stream_content(self, file_id: str, *, offset: int = 0, length: int | None = None,
                              chunk_size: int | None = None, ask_end: int | None = None
                              ) -> AsyncIterator[tuple[int, bytes]]:
-        """The bytes of a file as ``(file_offset, chunk)`` pairs, as they arrive.
+        """The bytes of a file as ``(file_offset, chunk)`` pairs, as they arrive (chunks of at
+        most ``chunk_size``, by default :data:`STREAM_CHUNK`).
 
         Asks for ``[offset, offset+length)`` with ``Range`` when that is not the whole file. A
         server that honours it answers 206 with a matching ``Content-Range``; one that ignores it
@@ -418,56 +445,19 @@ class FilesClient:
         ``max_retries`` retries with less than :data:`RESUME_PROGRESS` new bytes between two
         breaks.
         """
-        want_end = None if length is None else offset + length
-        path = _file_path(file_id, "/content")
-        shared = current_operation.get()
-        operation = shared or self.retry.operation(self._server)
-        delivered: int | None = None   # end of what has been yielded; None before any answer
-        broke_at: int | None = None    # where the stream stood at the last break
-        while True:
-            ask_from = offset if delivered is None else delivered
-            answered = False
-            try:
-                async with _ContentResponse(self, operation, path, ask_from,
-                                            want_end or ask_end) as (response, span):
-                    answered = True
-                    if span.start > ask_from:
-                        raise MalformedResponseError(
-                            f"asked for bytes from {ask_from}, the answer starts at {span.start}",
-                            method="GET", path="/" + path)
-                    if delivered is None:
-                        delivered = span.start        # 0 when the server ignored Range
-                    cursor = span.start
-                    async for chunk in self._body_chunks(response, path, chunk_size):
-                        chunk_end = cursor + len(chunk)
-                        if chunk_end > delivered:     # after a resume, skip what was yielded
-                            operation.alive()         # new bytes: a sign of life
-                            skip = max(0, delivered - cursor)
-                            yield cursor + skip, chunk[skip:] if skip else chunk
-                            delivered = chunk_end
-                        cursor = chunk_end
-                        if want_end is not None and delivered >= want_end:
-                            return
-                    if span.end is not None and cursor < span.end:
-                        raise APIConnectionError(f"the body ended after {cursor} of {span.end} bytes",
-                                                 method="GET", path="/" + path)
+        end = offset + length if length is not None else ask_end
+        size = chunk_size or (STREAM_CHUNK if end is None else
+                              max(1, min(STREAM_CHUNK, end - offset)))
+        view = memoryview(bytearray(size))
+        async with self.open_content(file_id, offset=offset, length=length,
+                                     ask_end=ask_end) as content:
+            await content.begin()
+            while True:
+                at = content.position
+                count = await content.readinto(view)
+                if not count:
                     return
-            except APIConnectionError as exc:
-                if answered:
-                    # a body that broke after real progress starts the count of retries afresh
-                    # (a long download is not failed by breaks hours apart)
-                    if broke_at is not None and delivered is not None and not shared \
-                            and delivered - broke_at >= RESUME_PROGRESS:
-                        operation.progressed()
-                    broke_at = delivered
-                if operation.gives_up(exc):
-                    raise
-                delay = operation.wait(exc)
-                operation.retried()
-                self.stats.retries += 1
-                log.info("download of %s broke at byte %d (%s); resuming in %.1f s",
-                         file_id, delivered or ask_from, exc.message, delay)
-                await trio.sleep(delay)
+                yield at, bytes(view[:count])
 
     async def read_content(self, file_id: str, *, offset: int = 0,
                            length: int | None = None) -> bytes:
@@ -481,15 +471,6 @@ class FilesClient:
             if hi > lo:
                 pieces.append(chunk[lo:hi])
         return b"".join(pieces)
-
-    async def _body_chunks(self, response: httpx.Response, path: str,
-                           chunk_size: int | None) -> AsyncIterator[bytes]:
-        try:
-            async for chunk in response.aiter_bytes(chunk_size):
-                self.stats.bytes_downloaded += len(chunk)
-                yield chunk
-        except httpx.HTTPError as exc:
-            raise self._transport_error(exc, "GET", path) from None
 
     # -------------------------------------------------------------- uploads
 
@@ -763,6 +744,108 @@ class FilesClient:
                 raise self._transport_error(exc, method, path) from None
         return response
 
+    async def _content_request(self, operation: Operation, path: str, start: int,
+                               end: int | None) -> tuple[ContentRange, Body | _HttpxBody]:
+        """One content request (retried until its body starts, within ``operation``): the
+        byte span the answer carries, and its body."""
+        headers = {"Accept": "application/binary"}
+        if start > 0 or end is not None:
+            headers["Range"] = f"bytes={start}-{'' if end is None else end - 1}"
+        async for try_ in self.retry.retrying(operation, before_sleep=self._log_retry):
+            with try_:
+                response, body = await self._send_content(path, op=operation, headers=headers)
+        try:
+            return self._span(response, path, start, asked_range="Range" in headers), body
+        except BaseException:
+            await body.aclose()
+            raise
+
+    async def _send_content(self, path: str, *, op: Operation, headers: dict[str, str]
+                            ) -> tuple[httpx.Response, Body | _HttpxBody]:
+        """One attempt, received into the caller's memory (openai_fs.api.wire) where it can
+        be, else through httpx."""
+        if self._wire is not None:
+            try:
+                return await self._send_wire(path, op=op, headers=headers)
+            except Unsuitable as exc:
+                log.debug("content of /%s through httpx: %s", path, exc)
+        response = await self._send("GET", path, kind="content", op=op, stream=True,
+                                    headers=headers)
+        return response, _HttpxBody(self, response, path)
+
+    async def _send_wire(self, path: str, *, op: Operation, headers: dict[str, str]
+                         ) -> tuple[httpx.Response, Body]:
+        """As :meth:`_send` for a GET whose body the caller receives with ``readinto``: the
+        request is built by httpx (URL, default headers) and sent by openai_fs.api.wire; its
+        answer is shown to the event hooks as an ``httpx.Response``."""
+        assert self._wire is not None
+        self.stats.requests["content"] += 1
+        request = self._http.build_request("GET", path, headers=headers)
+        request.headers["Accept-Encoding"] = "identity"
+        request.headers["Authorization"] = f"Bearer {self._key.reveal()}"
+        for hook in self._hooks.get("request", ()):
+            await _called(hook, request)
+        url = request.url
+        origin = Origin(url.scheme, url.host, url.port or (443 if url.scheme == "https" else 80))
+        timeout = self.retry.request_timeout(op)
+        try:
+            head, body = await self._wire.request(
+                origin, "GET", url.raw_path, request.headers.raw,
+                Timeouts(timeout.connect, timeout.read, timeout.write), path="/" + path)
+        except APIError:
+            self.stats.errors += 1
+            raise
+        extensions = {"http_version": b"HTTP/" + head.http_version,
+                      "reason_phrase": head.reason}
+        encoding = (head.header(b"content-encoding") or b"identity").strip().lower()
+        if 300 <= head.status < 400 or encoding != b"identity":
+            body.close()
+            raise Unsuitable(f"a {head.status} answer" if encoding == b"identity" else
+                             "an encoded body")
+        if head.status >= 400:
+            self.stats.errors += 1
+            op.alive()
+            try:
+                error = await body.read_limited(MAX_ERROR_BODY)
+            except APIError:
+                error = b""
+            finally:
+                body.close()
+            response = httpx.Response(head.status, headers=head.headers, content=error,
+                                      request=request, extensions=extensions)
+            for hook in self._hooks.get("response", ()):
+                await _called(hook, response)
+            raise self._status_error(response, error, "GET", path)
+        response = httpx.Response(head.status, headers=head.headers, request=request,
+                                  extensions=extensions)
+        try:
+            for hook in self._hooks.get("response", ()):
+                await _called(hook, response)
+        except BaseException:
+            body.close()
+            raise
+        op.alive()
+        return response, body
+
+    def _span(self, response: httpx.Response, path: str, start: int, *,
+              asked_range: bool) -> ContentRange:
+        """Which bytes a content answer carries; learns whether the server honours Range."""
+        length = response.headers.get("content-length")
+        if response.status_code == 206:
+            span = _parse_content_range(response.headers.get("content-range", ""))
+            if span is None or span.start != start:
+                raise MalformedResponseError(
+                    f"a 206 answer whose Content-Range "
+                    f"({response.headers.get('content-range')!r}) does not match the request "
+                    f"for bytes from {start}", method="GET", path="/" + path,
+                    request_id=response.headers.get("x-request-id"))
+            self.range_supported = True
+            return span
+        if asked_range:
+            self.range_supported = False
+        total = int(length) if length and length.isdigit() else None
+        return ContentRange(0, total, total, partial=False)
+
     def _status_error(self, response: httpx.Response, body: bytes, method: str,
                       path: str) -> APIStatusError:
         message, type_, code, param = response.reason_phrase or "error", None, None, None
@@ -810,56 +893,173 @@ class FilesClient:
                                          path="/" + path) from None
 
 
-class _ContentResponse:
-    """``async with``: one content request (with retries until the body starts), yielding the
-    streaming response and the byte span it carries."""
+class ContentStream:
+    """One download of a file's bytes (:meth:`FilesClient.open_content`), read with
+    :meth:`readinto` into memory the caller hands over; ``async with``.
 
-    def __init__(self, client: FilesClient, operation: Operation, path: str, start: int,
-                 end: int | None) -> None:
-        self._client, self._operation, self._path = client, operation, path
-        self._headers = {"Accept": "application/binary"}
-        if start > 0 or end is not None:
-            self._headers["Range"] = f"bytes={start}-{'' if end is None else end - 1}"
-        self._start, self._end = start, end
-        self._response: httpx.Response | None = None
+    The first request is sent by :meth:`begin` (or the first :meth:`readinto`); after that
+    :attr:`position` is the file offset of the next byte :meth:`readinto` delivers. A body that
+    breaks is resumed from the first byte not delivered, within the one operation's budget
+    (see :meth:`FilesClient.stream_content`): the caller sees one unbroken run of bytes.
+    """
 
-    async def __aenter__(self) -> tuple[httpx.Response, ContentRange]:
-        client = self._client
-        async for try_ in client.retry.retrying(self._operation, before_sleep=client._log_retry):
-            with try_:
-                response = await client._send("GET", self._path, kind="content",
-                                              op=self._operation, stream=True,
-                                              headers=self._headers)
-        self._response = response
-        try:
-            span = self._span(response)
-        except BaseException:
-            await response.aclose()
-            raise
-        return response, span
+    def __init__(self, client: FilesClient, file_id: str, *, offset: int = 0,
+                 length: int | None = None, ask_end: int | None = None) -> None:
+        self._client = client
+        self.file_id = file_id
+        self._path = _file_path(file_id, "/content")
+        self._offset = offset
+        self._want_end = None if length is None else offset + length
+        self._ask_end = ask_end
+        shared = current_operation.get()
+        self._shared = shared is not None
+        self._operation = shared or client.retry.operation(client._server)
+        #: file offset of the next byte :meth:`readinto` delivers (None before the first
+        #: answer: see :meth:`begin`)
+        self.position: int | None = None
+        self._body: Body | _HttpxBody | None = None
+        self._span: ContentRange | None = None
+        self._cursor = 0                   # file offset of the body's next byte
+        self._broke_at: int | None = None  # where the stream stood at the last break
+        self._done = False
+        self._scratch: memoryview | None = None
+
+    async def __aenter__(self) -> ContentStream:
+        return self
 
     async def __aexit__(self, *exc_info: object) -> None:
-        if self._response is not None:
-            await self._response.aclose()
+        await self.aclose()
 
-    def _span(self, response: httpx.Response) -> ContentRange:
-        client = self._client
-        asked_range = "Range" in self._headers
-        length = response.headers.get("content-length")
-        if response.status_code == 206:
-            span = _parse_content_range(response.headers.get("content-range", ""))
-            if span is None or span.start != self._start:
-                raise MalformedResponseError(
-                    f"a 206 answer whose Content-Range "
-                    f"({response.headers.get('content-range')!r}) does not match the request "
-                    f"for bytes from {self._start}", method="GET", path="/" + self._path,
-                    request_id=response.headers.get("x-request-id"))
-            client.range_supported = True
-            return span
-        if asked_range:
-            client.range_supported = False
-        total = int(length) if length and length.isdigit() else None
-        return ContentRange(0, total, total, partial=False)
+    async def aclose(self) -> None:
+        """Leave the download (a connection with body bytes left unread is closed)."""
+        body, self._body = self._body, None
+        if body is not None:
+            await body.aclose()
+
+    async def begin(self) -> int:
+        """Send the first request, if that is still to do: the file offset of the first byte
+        the stream brings (``offset``, or 0 from a server that ignores Range)."""
+        while self.position is None:
+            await self._open()
+        return self.position
+
+    async def readinto(self, view: memoryview) -> int:
+        """Receive the next bytes into ``view`` (not empty), from :attr:`position` on: how
+        many (waiting only until some are there); 0 at the end of the stream."""
+        while True:
+            if self._done or (self._want_end is not None and self.position is not None
+                              and self.position >= self._want_end):
+                await self.aclose()
+                return 0
+            if self._body is None:
+                await self._open()
+                continue
+            assert self.position is not None
+            skipping = self._cursor < self.position
+            if skipping:
+                # a body resumed from before what was delivered (a server without Range)
+                scratch = self._scratch_buffer()
+                target = scratch[:min(len(scratch), self.position - self._cursor)]
+            elif self._want_end is not None:
+                target = view[:self._want_end - self.position]
+            else:
+                target = view
+            try:
+                count = await self._body.readinto(target)
+                if not count:
+                    self._check_complete()
+            except APIConnectionError as exc:
+                await self._broken(exc, answered=True)
+                continue
+            if not count:
+                await self.aclose()
+                self._done = True
+                return 0
+            self._client.stats.bytes_downloaded += count
+            self._cursor += count
+            if not skipping:
+                self.position += count
+                self._operation.alive()    # new bytes: a sign of life
+                return count
+
+    async def _open(self) -> None:
+        ask_from = self._offset if self.position is None else self.position
+        try:
+            span, body = await self._client._content_request(
+                self._operation, self._path, ask_from, self._want_end or self._ask_end)
+        except APIConnectionError as exc:
+            await self._broken(exc, answered=False)
+            return
+        if span.start > ask_from:
+            await body.aclose()
+            raise MalformedResponseError(
+                f"asked for bytes from {ask_from}, the answer starts at {span.start}",
+                method="GET", path="/" + self._path)
+        if self.position is None:
+            self.position = span.start     # 0 when the server ignored Range
+        self._body, self._span, self._cursor = body, span, span.start
+
+    def _check_complete(self) -> None:
+        span = self._span
+        if span is not None and span.end is not None and self._cursor < span.end:
+            raise APIConnectionError(f"the body ended after {self._cursor} of {span.end} bytes",
+                                     method="GET", path="/" + self._path)
+
+    async def _broken(self, exc: APIConnectionError, *, answered: bool) -> None:
+        """The request or its body failed: wait before resuming, or raise when the operation
+        gives up."""
+        await self.aclose()
+        operation = self._operation
+        if answered:
+            # a body that broke after real progress starts the count of retries afresh (a
+            # long download is not failed by breaks hours apart)
+            if self._broke_at is not None and self.position is not None and not self._shared \
+                    and self.position - self._broke_at >= RESUME_PROGRESS:
+                operation.progressed()
+            self._broke_at = self.position
+        if operation.gives_up(exc):
+            raise exc
+        delay = operation.wait(exc)
+        operation.retried()
+        self._client.stats.retries += 1
+        at = self._offset if self.position is None else self.position
+        log.info("download of %s broke at byte %d (%s); resuming in %.1f s", self.file_id,
+                 at, exc.message, delay)
+        await trio.sleep(delay)
+
+    def _scratch_buffer(self) -> memoryview:
+        if self._scratch is None:
+            self._scratch = memoryview(bytearray(256 * 1024))
+        return self._scratch
+
+
+class _HttpxBody:
+    """A content body read through httpx (see ``FilesClient._content_request``)."""
+
+    def __init__(self, client: FilesClient, response: httpx.Response, path: str) -> None:
+        self._client = client
+        self._response = response
+        self._path = path
+        self._chunks = response.aiter_bytes()
+        self._pending = memoryview(b"")
+
+    async def readinto(self, view: memoryview) -> int:
+        while not self._pending:
+            try:
+                chunk = await self._chunks.__anext__()
+            except StopAsyncIteration:
+                return 0
+            except httpx.HTTPError as exc:
+                raise self._client._transport_error(exc, "GET", self._path) from None
+            self._pending = memoryview(chunk)
+        count = min(len(view), len(self._pending))
+        view[:count] = self._pending[:count]
+        self._pending = self._pending[count:]
+        return count
+
+    async def aclose(self) -> None:
+        await self._chunks.aclose()
+        await self._response.aclose()
 
 
 def _parse_content_range(value: str) -> ContentRange | None:
@@ -929,3 +1129,23 @@ def _describe(exc: BaseException | None) -> str:
     if isinstance(exc, APIStatusError):
         return f"{exc.status} {exc.message} (request_id={exc.request_id or 'none'})"
     return str(exc) if exc is not None else "nothing"
+
+
+async def _called(hook: Callable[..., Any], value: object) -> None:
+    """Call an event hook as httpx does (an async client's hooks may be coroutines)."""
+    result = hook(value)
+    if inspect.isawaitable(result):
+        await result
+
+
+def _direct(base_url: str) -> bool:
+    """Whether requests to ``base_url`` go straight to the server: http or https, and no
+    proxy from the environment (``HTTPS_PROXY``, ``ALL_PROXY``, ... less ``NO_PROXY``), which
+    httpx would use."""
+    url = httpx.URL(base_url)
+    if url.scheme not in ("http", "https"):
+        return False
+    proxies = getproxies_environment()
+    if not (proxies.get(url.scheme) or proxies.get("all")):
+        return True
+    return bool(proxy_bypass_environment(url.host, proxies))

@@ -3,8 +3,10 @@
 Both are class attributes of the pinned httpx/httpcore versions; tests/api/test_tuning.py
 fails if an upgrade renames them, so a silent loss of the tuning cannot go unnoticed.
 
-* httpcore reads the socket 64 KiB at a time, so a download costs one trip through the HTTP
-  parser (and through the mount's loop) per 64 KiB. 256 KiB halved the CPU a download takes
+* httpcore reads the socket 64 KiB at a time, so a body costs one trip through the HTTP
+  parser (and through the mount's loop) per 64 KiB. (Content bodies no longer go through
+  httpcore unless a proxy is set or the answer is one openai_fs.api.wire does not read; this
+  now serves listings, uploads' answers and those downloads.) 256 KiB halved the CPU a download takes
   (measured: 1 GiB over loopback, 0.94 s -> 0.44 s); 1 MiB cut the mount's user CPU for a cold
   1 GiB read through it by another third (0.52-0.60 s -> 0.31-0.42 s). A read returns what
   the socket holds, so on a slow link the pieces stay small.

@@ -42,7 +42,7 @@ import os
 import secrets
 import shutil
 import time
-from contextlib import aclosing
+from contextlib import aclosing, asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, AsyncIterator, Callable
@@ -51,6 +51,7 @@ import cachetools
 import trio
 
 from openai_fs.api import DownloadRefusedError, FileObject, FilesClient, usable_id
+from openai_fs.api.client import ContentStream
 from openai_fs.core.content_access import ContentAccess, ContentRefused
 from openai_fs.core.download_ring import RING_BYTES, RingDownload, RingPool, direct_io
 from openai_fs.core.errors import FSError
@@ -558,6 +559,23 @@ class ContentCache:
             self.access.refused(file.purpose, exc.message)
             raise ContentRefused(f"{file.purpose}/{file.filename}", file.purpose) from None
 
+    @asynccontextmanager
+    async def _content(self, file: FileObject, *, offset: int = 0, ask_end: int | None = None
+                       ) -> AsyncIterator[ContentStream]:
+        """As :meth:`_stream`, but the body is received into memory the caller hands over
+        (:meth:`ContentStream.readinto`); the first request is answered before this yields."""
+        if self.access.state(file.purpose) is False:
+            raise ContentRefused(f"{file.purpose}/{file.filename}", file.purpose)
+        try:
+            async with self.client.open_content(file.id, offset=offset,
+                                                ask_end=ask_end) as body:
+                await body.begin()
+                self.access.served(file.purpose)
+                yield body
+        except DownloadRefusedError as exc:
+            self.access.refused(file.purpose, exc.message)
+            raise ContentRefused(f"{file.purpose}/{file.filename}", file.purpose) from None
+
     def _pread_cached(self, file_id: str, offset: int, size: int) -> bytes:
         # The bytes were just downloaded or were read before: they sit in the page cache, and a
         # pread of them costs less than a hop to a worker thread would.
@@ -789,7 +807,8 @@ class ContentCache:
     async def _transfer(self, stream: Stream, end: int | None) -> bool:
         """One request of ``stream``: with Range, its window up to ``end``; without, the whole
         file from 0, read only as far as the stream's limit (bytes before the stream's start
-        are dropped). False when the stream stopped before the body ended."""
+        are dropped). The body is received straight into the stream's sink (its ring, or the
+        buffer of its next disk write). False when the stream stopped before the body ended."""
         file = stream.partial.file
         if stream.ranged:
             assert end is not None
@@ -798,39 +817,40 @@ class ContentCache:
             offset, ask_end = stream.pos, (None if end >= file.bytes else end)
         else:
             offset, ask_end = 0, None
-        async with aclosing(self._stream(file, offset=offset, ask_end=ask_end)) as body:
-            async for at, chunk in body:
-                if stream.ranged and self.client.range_supported is False:
-                    # the server ignored Range and sends the whole file: the stream goes on
-                    # with this body as a download from 0, keeping every byte it lacks
-                    stream.ranged = False
-                    if stream.sink is None:
-                        first = stream.partial.present.first_missing(0, stream.pos)
-                        if first is not None:
-                            stream.start = stream.pos = _align_down(first)
-                view = memoryview(chunk)
-                if at < stream.pos:
-                    if at + len(view) <= stream.pos:
-                        continue
-                    view = view[stream.pos - at:]
-                    at = stream.pos
-                elif at > stream.pos:
-                    raise OSError(errno.EIO, f"expected bytes from {stream.pos}, got {at}")
-                if at + len(view) > file.bytes:
+        async with self._content(file, offset=offset, ask_end=ask_end) as body:
+            if stream.ranged and self.client.range_supported is False:
+                # the server ignored Range and sends the whole file: the stream goes on with
+                # this body as a download from 0, keeping every byte it lacks
+                stream.ranged = False
+                if stream.sink is None:
+                    first = stream.partial.present.first_missing(0, stream.pos)
+                    if first is not None:
+                        stream.start = stream.pos = _align_down(first)
+            assert body.position is not None
+            if body.position > stream.pos:
+                raise OSError(errno.EIO, f"expected bytes from {stream.pos}, "
+                                         f"got {body.position}")
+            if body.position < stream.pos and not await _skip(body, stream.pos):
+                return True
+            while stream.pos < file.bytes:
+                if not stream.ranged and (stream.pos >= stream.limit or stream.stopping):
+                    if not await self._wait_for_readers(stream):
+                        return False
+                    continue
+                if stream.sink is None:
+                    stream.sink = self._sink_for(stream)
+                room = await stream.sink.reserve(stream.pos)
+                until = file.bytes if stream.ranged else min(file.bytes, stream.limit)
+                count = await body.readinto(room[:until - stream.pos])
+                if not count:
+                    return True
+                if stream.pos + count == file.bytes and \
+                        await body.readinto(memoryview(bytearray(1))):
+                    # the file's last bytes count only once the body is seen to end there
                     raise OSError(errno.EIO, f"the server sent more than the {file.bytes} "
                                              f"bytes of {file.id}")
-                while view:
-                    if not stream.ranged and (stream.pos >= stream.limit or stream.stopping):
-                        if not await self._wait_for_readers(stream):
-                            return False
-                        continue
-                    count = len(view) if stream.ranged else min(len(view),
-                                                                stream.limit - stream.pos)
-                    if stream.sink is None:
-                        stream.sink = self._sink_for(stream)
-                    await stream.sink.put(stream.pos, view[:count])
-                    stream.pos += count
-                    view = view[count:]
+                stream.sink.commit(count)
+                stream.pos += count
         return True
 
     async def _wait_for_readers(self, stream: Stream) -> bool:
@@ -882,7 +902,8 @@ class ContentCache:
                 except OSError as exc:
                     log.debug("no direct writes to %s: %s", partial.path, exc)
                 self._rings.give_back(memory)
-        return _PlainSink(stream.fd, lambda at, end: self._add_present(partial, at, end))
+        return _PlainSink(stream.fd, lambda at, end: self._add_present(partial, at, end),
+                          size=file.bytes - stream.pos)
 
     def _probe_direct_io(self) -> bool:
         """Whether the disk cache's filesystem takes O_DIRECT writes (tried on a scratch file,
@@ -1061,9 +1082,14 @@ class ContentCache:
 
 
 class _Sink:
-    """Where a stream puts its bytes, in order: the partial file (see the two kinds below)."""
+    """Where a stream puts its bytes, in order: the partial file (see the two kinds below).
+    The receiver asks where the bytes from ``at`` go (:meth:`reserve`), receives some there and
+    says how many (:meth:`commit`)."""
 
-    async def put(self, at: int, data: memoryview) -> None:
+    async def reserve(self, at: int) -> memoryview:
+        raise NotImplementedError
+
+    def commit(self, count: int) -> None:
         raise NotImplementedError
 
     async def flush(self) -> None:
@@ -1081,8 +1107,11 @@ class _RingSink(_Sink):
         self.ring = ring
         nursery.start_soon(ring.write_blocks)
 
-    async def put(self, at: int, data: memoryview) -> None:
-        await self.ring.put(at, data)
+    async def reserve(self, at: int) -> memoryview:
+        return await self.ring.reserve(at)
+
+    def commit(self, count: int) -> None:
+        self.ring.commit(count)
 
     async def close(self) -> None:
         self.ring.finish()
@@ -1092,26 +1121,35 @@ class _RingSink(_Sink):
 
 
 class _PlainSink(_Sink):
-    """Through the page cache, in pieces of about :data:`WRITE_BATCH` (see _WriteBehind)."""
+    """Through the page cache, in writes of about :data:`WRITE_BATCH` (see _WriteBehind): the
+    bytes are received into one of two buffers while the other is written."""
 
-    def __init__(self, fd: int, on_written: Callable[[int, int], None]) -> None:
+    def __init__(self, fd: int, on_written: Callable[[int, int], None], *, size: int) -> None:
         self.writer = _WriteBehind(fd, on_written)
-        self._pending: list[memoryview] = []
+        capacity = max(1, min(WRITE_BATCH, size))
+        self._buffers = [memoryview(bytearray(capacity)) for _ in range(2)]
+        self._current = 0
+        self._filled = 0
         self._at = 0
-        self._size = 0
 
-    async def put(self, at: int, data: memoryview) -> None:
-        if not self._pending:
-            self._at = at
-        self._pending.append(data)
-        self._size += len(data)
-        if self._size >= WRITE_BATCH:
+    async def reserve(self, at: int) -> memoryview:
+        if self._filled == len(self._buffers[self._current]):
             await self._send()
+        if not self._filled:
+            self._at = at
+        return self._buffers[self._current][self._filled:]
+
+    def commit(self, count: int) -> None:
+        self._filled += count
 
     async def _send(self) -> None:
-        if self._pending:
-            pending, self._pending, self._size = self._pending, [], 0
-            await self.writer.write(self._at, pending)
+        """Start writing the current buffer (once the write before, from the other buffer, is
+        done) and receive into the other one."""
+        if self._filled:
+            piece = self._buffers[self._current][:self._filled]
+            await self.writer.write(self._at, [piece])
+            self._current ^= 1
+            self._filled = 0
 
     async def flush(self) -> None:
         await self._send()
@@ -1177,3 +1215,12 @@ def _pwritev_all(fd: int, pieces: list[memoryview], offset: int) -> None:
             written -= len(views.pop(0))
         if written:
             views[0] = views[0][written:]
+
+
+async def _skip(body: ContentStream, position: int) -> bool:
+    """Read and drop a body's bytes up to ``position``; False when it ended before."""
+    scratch = memoryview(bytearray(min(BLOCK_SIZE, max(1, position - (body.position or 0)))))
+    while (body.position or 0) < position:
+        if not await body.readinto(scratch[:position - (body.position or 0)]):
+            return False
+    return True

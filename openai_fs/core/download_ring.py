@@ -5,7 +5,8 @@ the page cache of the cache file (pages that must first be allocated), and back 
 reader that follows the download. This module avoids both for large files:
 
 * the bytes received go into a ring of :data:`SLOTS` blocks of :data:`BLOCK_BYTES` in anonymous,
-  page-aligned memory;
+  page-aligned memory, received there by the HTTP client itself (:meth:`RingDownload.reserve`,
+  ``recv_into``): no copy in Python on the way;
 * each full block is written to the disk cache file with ``O_DIRECT`` (the device reads it from
   this memory; the page cache is left to the files the user reads);
 * a reader following the download is answered with a view of the ring (no copy here; pyfuse3
@@ -124,7 +125,8 @@ class RingDownload:
 
     The stream's bytes start at ``base`` (a multiple of :data:`BLOCK_BYTES`; 0 for a download of
     the whole file) and are kept at their own offsets in the file of ``size`` bytes. The
-    receiving task calls :meth:`put` with the body in order and :meth:`finish` at the end;
+    receiving task receives the body in order where :meth:`reserve` says and then calls
+    :meth:`commit` (or hands pieces over with :meth:`put`), and calls :meth:`finish` at the end;
     :meth:`write_blocks` runs beside it (in the cache's nursery) and writes each full block with
     ``O_DIRECT``. ``changed`` is called whenever ``received`` or ``written`` moves or the writer
     fails, so readers and the receiver can wait on one event.
@@ -156,35 +158,52 @@ class RingDownload:
 
     # ------------------------------------------------------------ receiving
 
-    async def put(self, at: int, chunk: bytes) -> None:
-        """Take the next piece of the body (``at`` must be where the last one ended)."""
+    async def reserve(self, at: int) -> memoryview:
+        """Where the body's next bytes go (``at`` must be where the last ones ended): the rest
+        of their block's slot, once that slot is free (its previous block on disk, and the
+        reader given its chance: see _wait_for_reader). The receiver fills some of it (with
+        ``recv_into``: no copy here) and calls :meth:`commit`."""
         if self.error is not None:
             raise self.error
         if at != self.received:
             raise OSError(errno.EIO, f"expected bytes from {self.received}, got {at}")
+        if at >= self.size:
+            raise OSError(errno.EIO, f"the server sent more than the file's {self.size} bytes")
+        block, within = divmod(at, BLOCK_BYTES)
+        slot = block % SLOTS
+        if self._holds[slot] != block:
+            # the slot still holds block - SLOTS until that block is on disk
+            while self.written < (block - SLOTS + 1) * BLOCK_BYTES and self.error is None:
+                await self._wait_change()
+            if self.error is not None:
+                raise self.error
+            await self._wait_for_reader((block - SLOTS + 1) * BLOCK_BYTES)
+            self._holds[slot] = block
+        start = slot * BLOCK_BYTES + within
+        return self._view[start:start + min(BLOCK_BYTES - within, self.size - at)]
+
+    def commit(self, count: int) -> None:
+        """``count`` bytes were put where :meth:`reserve` said."""
+        within = self.received % BLOCK_BYTES
+        self.received += count
+        # waking readers and the writer for every piece received cost more than the piece:
+        # they hear of whole blocks (and of the end)
+        if within + count == BLOCK_BYTES or self.received == self.size:
+            self._changed()
+
+    async def put(self, at: int, chunk: bytes) -> None:
+        """Take the next piece of the body (``at`` must be where the last one ended), copied
+        in (see :meth:`reserve` for the way without a copy)."""
         if at + len(chunk) > self.size:
             raise OSError(errno.EIO, f"the server sent more than the file's {self.size} bytes")
         data = memoryview(chunk)
         while data:
-            block, within = divmod(self.received, BLOCK_BYTES)
-            slot = block % SLOTS
-            if within == 0:
-                # the slot still holds block - SLOTS until that block is on disk
-                while self.written < (block - SLOTS + 1) * BLOCK_BYTES and self.error is None:
-                    await self._wait_change()
-                if self.error is not None:
-                    raise self.error
-                await self._wait_for_reader((block - SLOTS + 1) * BLOCK_BYTES)
-                self._holds[slot] = block
-            count = min(len(data), BLOCK_BYTES - within)
-            start = slot * BLOCK_BYTES + within
-            self._view[start:start + count] = data[:count]
-            self.received += count
+            room = await self.reserve(at)
+            count = min(len(room), len(data))
+            room[:count] = data[:count]
+            self.commit(count)
+            at += count
             data = data[count:]
-            # waking readers and the writer for every piece of 64 KiB cost more than the copy:
-            # they hear of whole blocks (and of the end)
-            if within + count == BLOCK_BYTES or self.received == self.size:
-                self._changed()
 
     async def _wait_for_reader(self, end: int) -> None:
         """Wait until the reader has read up to ``end``, unless it is idle or slow."""
