@@ -10,7 +10,6 @@ from typing import TYPE_CHECKING, Callable
 import trio
 
 from openai_fs.core.download_ring import RingDownload
-from openai_fs.core.streams import BLOCK_SIZE
 
 if TYPE_CHECKING:
     import outcome       # trio's own dependency: what a worker thread hands back
@@ -19,7 +18,7 @@ if TYPE_CHECKING:
 #: a worker thread, and readers following a download wait for a whole piece (measured on a
 #: cold read of 1 GiB: 4 MiB pieces cost more CPU and time than 1 MiB, with readers waiting
 #: longer and more of pyfuse3's worker tasks piling up)
-WRITE_BATCH = BLOCK_SIZE
+WRITE_BATCH = 1024 * 1024
 
 
 class Sink:
