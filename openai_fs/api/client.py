@@ -22,7 +22,6 @@ import json
 import logging
 import os
 import time
-from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from urllib.parse import quote
@@ -62,6 +61,7 @@ from openai_fs.api.retry import (
     parse_retry_after,
 )
 from openai_fs.api.secret import Secret, redact
+from openai_fs.api.statistics import ClientStatistics
 from openai_fs.api.wire import Body, Origin, Timeouts, Unsuitable, WirePool
 
 log = logging.getLogger(__name__)
@@ -93,21 +93,6 @@ class _BearerAuth(httpx.Auth):
 
     def __repr__(self) -> str:
         return "_BearerAuth(***)"
-
-
-@dataclass
-class ClientStatistics:
-    """Counts of what the client did, for ``openai-fs status``."""
-
-    requests: Counter[str] = field(default_factory=Counter)
-    retries: int = 0
-    errors: int = 0
-    bytes_downloaded: int = 0
-    bytes_uploaded: int = 0
-
-    def as_dict(self) -> dict[str, Any]:
-        return {"requests": dict(self.requests), "retries": self.retries, "errors": self.errors,
-                "bytes_downloaded": self.bytes_downloaded, "bytes_uploaded": self.bytes_uploaded}
 
 
 @dataclass

@@ -7,17 +7,15 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable
+from typing import Callable, Protocol
 
 import httpx
 import trio
 
 from openai_fs.api.errors import APIConnectionError, APIError, MalformedResponseError
-from openai_fs.api.retry import current_operation
+from openai_fs.api.retry import Operation, current_operation
+from openai_fs.api.statistics import ClientStatistics
 from openai_fs.api.wire import Body
-
-if TYPE_CHECKING:
-    from openai_fs.api.client import FilesClient
 
 log = logging.getLogger(__name__)
 
@@ -25,6 +23,18 @@ log = logging.getLogger(__name__)
 #: starts its counts afresh (fewer would let a server that breaks every few bytes keep a
 #: download going for ever)
 RESUME_PROGRESS = 1024 * 1024
+
+
+class ContentSource(Protocol):
+    """What a :class:`ContentStream` needs of the client
+    (:class:`~openai_fs.api.client.FilesClient`)."""
+
+    stats: ClientStatistics
+
+    def operation(self) -> Operation: ...
+
+    async def content_request(self, operation: Operation, path: str, start: int,
+                              end: int | None) -> tuple[ContentRange, Body | HttpxBody]: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,16 +48,16 @@ class ContentRange:
 
 
 class ContentStream:
-    """One download of a file's bytes (:meth:`FilesClient.open_content`), read with
+    """One download of a file's bytes (``FilesClient.open_content``), read with
     :meth:`readinto` into memory the caller hands over; ``async with``.
 
     The first request is sent by :meth:`begin` (or the first :meth:`readinto`); after that
     :attr:`position` is the file offset of the next byte :meth:`readinto` delivers. A body that
     breaks is resumed from the first byte not delivered, within the one operation's budget
-    (see :meth:`FilesClient.stream_content`): the caller sees one unbroken run of bytes.
+    (see ``FilesClient.stream_content``): the caller sees one unbroken run of bytes.
     """
 
-    def __init__(self, client: FilesClient, file_id: str, *, path: str, offset: int = 0,
+    def __init__(self, client: ContentSource, file_id: str, *, path: str, offset: int = 0,
                  length: int | None = None, ask_end: int | None = None) -> None:
         self._client = client
         self.file_id = file_id
@@ -178,7 +188,7 @@ class ContentStream:
 
 
 class HttpxBody:
-    """A content body read through httpx (see :meth:`FilesClient.content_request`); a failure
+    """A content body read through httpx (see ``FilesClient.content_request``); a failure
     while reading it is raised as the :class:`~openai_fs.api.errors.APIError` that ``failure``
     makes of it."""
 
