@@ -102,7 +102,7 @@ FULL = Profile(read_bytes=GiB, upload_bytes=400 * MiB, small_upload_bytes=100 * 
 QUICK = Profile(read_bytes=128 * MiB, upload_bytes=64 * MiB, small_upload_bytes=16 * MiB,
                 list_files=2_000, repeats=2, rss_repeats=1, speeds=(LOOPBACK, SPEEDS[2]),
                 window_bytes=96 * MiB, far_offset=75 * MiB, cmp_examples=25)
-#: the largest window a stream asks for (openai_fs.core.cache.MAX_WINDOW), for the targets
+#: the largest window a stream asks for (openai_fs.core.streams.MAX_WINDOW), for the targets
 WINDOW = 64 * MiB
 
 

@@ -9,20 +9,20 @@ import stat
 from pathlib import Path
 
 from openai_fs.api.secret import Secret
-from openai_fs.commands import logs
+from openai_fs.commands import logs, options
 
 
 def test_a_log_is_named_after_its_mount_point(tmp_path, monkeypatch):
     monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path))
-    assert logs.default_log_file(Path("/home/me/openai")) == \
+    assert options.default_log_file(Path("/home/me/openai")) == \
         tmp_path / "openai-fs" / "home-me-openai.log"
-    assert logs.log_name(Path("/mnt/my files\n")) == "mnt-my_files_.log"
+    assert options.log_name(Path("/mnt/my files\n")) == "mnt-my_files_.log"
     long = Path("/" + "/".join(["x" * 100] * 5))
-    assert len(logs.log_name(long).encode()) <= 255
-    assert logs.log_name(long) != logs.log_name(Path(str(long) + "y"))
+    assert len(options.log_name(long).encode()) <= 255
+    assert options.log_name(long) != options.log_name(Path(str(long) + "y"))
     monkeypatch.delenv("XDG_STATE_HOME")
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
-    assert logs.default_log_file(Path("/srv/openai")) == \
+    assert options.default_log_file(Path("/srv/openai")) == \
         tmp_path / "home" / ".local" / "state" / "openai-fs" / "srv-openai.log"
 
 

@@ -1,7 +1,7 @@
 """The Files and Uploads API client (no FUSE here)."""
 
 from openai_fs.api.bodies import FileRegion
-from openai_fs.api.client import DEFAULT_BASE_URL, ClientStatistics, FilesClient
+from openai_fs.api.client import DEFAULT_BASE_URL, FilesClient
 from openai_fs.api.errors import (
     APIConnectionError,
     APIError,
@@ -23,6 +23,7 @@ from openai_fs.api.errors import (
 from openai_fs.api.client import Listing
 from openai_fs.api.models import ExpiresAfter, FileObject, FilePage, Upload, UploadPart, usable_id
 from openai_fs.api.retry import RetryPolicy
+from openai_fs.api.statistics import ClientStatistics
 
 __all__ = [
     "APIConnectionError", "APIError", "APIStatusError", "APITimeoutError", "AuthenticationError",

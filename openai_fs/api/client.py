@@ -22,7 +22,6 @@ import json
 import logging
 import os
 import time
-from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from urllib.parse import quote
@@ -34,6 +33,7 @@ import trio
 from openai_fs import __version__
 from openai_fs.api import tuning
 from openai_fs.api.bodies import FileRegion
+from openai_fs.api.content import ContentRange, ContentStream, HttpxBody, parse_content_range
 from openai_fs.api.errors import (
     APIConnectionError,
     APIError,
@@ -61,6 +61,7 @@ from openai_fs.api.retry import (
     parse_retry_after,
 )
 from openai_fs.api.secret import Secret, redact
+from openai_fs.api.statistics import ClientStatistics
 from openai_fs.api.wire import Body, Origin, Timeouts, Unsuitable, WirePool
 
 log = logging.getLogger(__name__)
@@ -71,10 +72,6 @@ DEFAULT_BASE_URL = "https://api.openai.com/v1"
 CLOCK_SKEW_SECONDS = 300
 #: bytes of an error body we read at most
 MAX_ERROR_BODY = 64 * 1024
-#: a body that broke after bringing at least this many new bytes since the previous break
-#: starts its counts afresh (fewer would let a server that breaks every few bytes keep a
-#: download going for ever)
-RESUME_PROGRESS = 1024 * 1024
 #: a listing walk stops after this many pages (docs/SEMANTICS.md): 10 million files at the
 #: API's 10,000 per page
 MAX_LIST_PAGES = 1000
@@ -96,31 +93,6 @@ class _BearerAuth(httpx.Auth):
 
     def __repr__(self) -> str:
         return "_BearerAuth(***)"
-
-
-@dataclass
-class ClientStatistics:
-    """Counts of what the client did, for ``openai-fs status``."""
-
-    requests: Counter[str] = field(default_factory=Counter)
-    retries: int = 0
-    errors: int = 0
-    bytes_downloaded: int = 0
-    bytes_uploaded: int = 0
-
-    def as_dict(self) -> dict[str, Any]:
-        return {"requests": dict(self.requests), "retries": self.retries, "errors": self.errors,
-                "bytes_downloaded": self.bytes_downloaded, "bytes_uploaded": self.bytes_uploaded}
-
-
-@dataclass(frozen=True, slots=True)
-class ContentRange:
-    """Which bytes a content answer carries: ``[start, end)`` of a file of ``total`` bytes."""
-
-    start: int
-    end: int | None
-    total: int | None
-    partial: bool
 
 
 @dataclass
@@ -227,6 +199,11 @@ class FilesClient:
         text = "\0".join((self.base_url, self.organization or "", self.project or ""))
         return hashlib.sha256(text.encode()).hexdigest()[:24]
 
+    def operation(self) -> Operation:
+        """A new operation: the budget of retries and time one user-visible action spends
+        against this server (see :class:`~openai_fs.api.retry.RetryPolicy`)."""
+        return self.retry.operation(self._server)
+
     async def aclose(self) -> None:
         if self._wire is not None:
             self._wire.close()
@@ -265,7 +242,7 @@ class FilesClient:
         """
         after: str | None = None
         seen: set[str] = set()
-        operation = current_operation.get() or self.retry.operation(self._server)
+        operation = current_operation.get() or self.operation()
         filtered = f"purpose={purpose}" if purpose else "all purposes"
         for number in range(1, self.max_list_pages + 1):
             page = await self.list_page(purpose=purpose, limit=limit, order=order, after=after,
@@ -421,7 +398,8 @@ class FilesClient:
         """The bytes of a file, received into memory the caller hands over
         (:meth:`ContentStream.readinto`); ``async with``. The arguments and what the server
         may answer are those of :meth:`stream_content`."""
-        return ContentStream(self, file_id, offset=offset, length=length, ask_end=ask_end)
+        return ContentStream(self, file_id, path=_file_path(file_id, "/content"), offset=offset,
+                             length=length, ask_end=ask_end)
 
     async def stream_content(self, file_id: str, *, offset: int = 0, length: int | None = None,
                              chunk_size: int | None = None, ask_end: int | None = None
@@ -442,8 +420,8 @@ class FilesClient:
         sign of life, so a transfer is not cut off while they arrive, and it fails once the
         server has sent nothing new for
         ``timeout`` seconds, however many resumptions and retries that took, or once it took
-        ``max_retries`` retries with less than :data:`RESUME_PROGRESS` new bytes between two
-        breaks.
+        ``max_retries`` retries with less than
+        :data:`~openai_fs.api.content.RESUME_PROGRESS` new bytes between two breaks.
         """
         end = offset + length if length is not None else ask_end
         size = chunk_size or (STREAM_CHUNK if end is None else
@@ -666,7 +644,7 @@ class FilesClient:
         """One operation: ``attempt``, and after a failure that may have taken effect,
         ``reconcile`` (the search for what it made) before the next attempt. The search's
         requests spend this operation's budget (:data:`current_operation`)."""
-        operation = current_operation.get() or self.retry.operation(self._server)
+        operation = current_operation.get() or self.operation()
         token = current_operation.set(operation)
         try:
             async for try_ in self.retry.retrying(operation, before_sleep=self._log_retry):
@@ -691,7 +669,7 @@ class FilesClient:
         the budget of ``op`` (the operation this request is part of; by default the one being
         reconciled, else a new one). ``uploads``: the request carries an upload's body, whose
         answer the server may take ``processing`` seconds to give."""
-        operation = op or current_operation.get() or self.retry.operation(self._server)
+        operation = op or current_operation.get() or self.operation()
         if not retry:
             return self._decode(await self._send(method, path, kind=kind, op=operation,
                                                  uploads=uploads, **request), method, path)
@@ -744,8 +722,8 @@ class FilesClient:
                 raise self._transport_error(exc, method, path) from None
         return response
 
-    async def _content_request(self, operation: Operation, path: str, start: int,
-                               end: int | None) -> tuple[ContentRange, Body | _HttpxBody]:
+    async def content_request(self, operation: Operation, path: str, start: int,
+                              end: int | None) -> tuple[ContentRange, Body | HttpxBody]:
         """One content request (retried until its body starts, within ``operation``): the
         byte span the answer carries, and its body."""
         headers = {"Accept": "application/binary"}
@@ -761,7 +739,7 @@ class FilesClient:
             raise
 
     async def _send_content(self, path: str, *, op: Operation, headers: dict[str, str]
-                            ) -> tuple[httpx.Response, Body | _HttpxBody]:
+                            ) -> tuple[httpx.Response, Body | HttpxBody]:
         """One attempt, received into the caller's memory (openai_fs.api.wire) where it can
         be, else through httpx."""
         if self._wire is not None:
@@ -771,7 +749,7 @@ class FilesClient:
                 log.debug("content of /%s through httpx: %s", path, exc)
         response = await self._send("GET", path, kind="content", op=op, stream=True,
                                     headers=headers)
-        return response, _HttpxBody(self, response, path)
+        return response, HttpxBody(response, lambda exc: self._transport_error(exc, "GET", path))
 
     async def _send_wire(self, path: str, *, op: Operation, headers: dict[str, str]
                          ) -> tuple[httpx.Response, Body]:
@@ -832,7 +810,7 @@ class FilesClient:
         """Which bytes a content answer carries; learns whether the server honours Range."""
         length = response.headers.get("content-length")
         if response.status_code == 206:
-            span = _parse_content_range(response.headers.get("content-range", ""))
+            span = parse_content_range(response.headers.get("content-range", ""))
             if span is None or span.start != start:
                 raise MalformedResponseError(
                     f"a 206 answer whose Content-Range "
@@ -891,189 +869,6 @@ class FilesClient:
         except (ValueError, TypeError, AttributeError) as exc:
             raise MalformedResponseError(f"unusable answer: {exc}", method=method,
                                          path="/" + path) from None
-
-
-class ContentStream:
-    """One download of a file's bytes (:meth:`FilesClient.open_content`), read with
-    :meth:`readinto` into memory the caller hands over; ``async with``.
-
-    The first request is sent by :meth:`begin` (or the first :meth:`readinto`); after that
-    :attr:`position` is the file offset of the next byte :meth:`readinto` delivers. A body that
-    breaks is resumed from the first byte not delivered, within the one operation's budget
-    (see :meth:`FilesClient.stream_content`): the caller sees one unbroken run of bytes.
-    """
-
-    def __init__(self, client: FilesClient, file_id: str, *, offset: int = 0,
-                 length: int | None = None, ask_end: int | None = None) -> None:
-        self._client = client
-        self.file_id = file_id
-        self._path = _file_path(file_id, "/content")
-        self._offset = offset
-        self._want_end = None if length is None else offset + length
-        self._ask_end = ask_end
-        shared = current_operation.get()
-        self._shared = shared is not None
-        self._operation = shared or client.retry.operation(client._server)
-        #: file offset of the next byte :meth:`readinto` delivers (None before the first
-        #: answer: see :meth:`begin`)
-        self.position: int | None = None
-        self._body: Body | _HttpxBody | None = None
-        self._span: ContentRange | None = None
-        self._cursor = 0                   # file offset of the body's next byte
-        self._broke_at: int | None = None  # where the stream stood at the last break
-        self._done = False
-        self._scratch: memoryview | None = None
-
-    async def __aenter__(self) -> ContentStream:
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.aclose()
-
-    async def aclose(self) -> None:
-        """Leave the download (a connection with body bytes left unread is closed)."""
-        body, self._body = self._body, None
-        if body is not None:
-            await body.aclose()
-
-    async def begin(self) -> int:
-        """Send the first request, if that is still to do: the file offset of the first byte
-        the stream brings (``offset``, or 0 from a server that ignores Range)."""
-        while self.position is None:
-            await self._open()
-        return self.position
-
-    async def readinto(self, view: memoryview) -> int:
-        """Receive the next bytes into ``view`` (not empty), from :attr:`position` on: how
-        many (waiting only until some are there); 0 at the end of the stream."""
-        while True:
-            if self._done or (self._want_end is not None and self.position is not None
-                              and self.position >= self._want_end):
-                await self.aclose()
-                return 0
-            if self._body is None:
-                await self._open()
-                continue
-            assert self.position is not None
-            skipping = self._cursor < self.position
-            if skipping:
-                # a body resumed from before what was delivered (a server without Range)
-                scratch = self._scratch_buffer()
-                target = scratch[:min(len(scratch), self.position - self._cursor)]
-            elif self._want_end is not None:
-                target = view[:self._want_end - self.position]
-            else:
-                target = view
-            try:
-                count = await self._body.readinto(target)
-                if not count:
-                    self._check_complete()
-            except APIConnectionError as exc:
-                await self._broken(exc, answered=True)
-                continue
-            if not count:
-                await self.aclose()
-                self._done = True
-                return 0
-            self._client.stats.bytes_downloaded += count
-            self._cursor += count
-            if not skipping:
-                self.position += count
-                self._operation.alive()    # new bytes: a sign of life
-                return count
-
-    async def _open(self) -> None:
-        ask_from = self._offset if self.position is None else self.position
-        try:
-            span, body = await self._client._content_request(
-                self._operation, self._path, ask_from, self._want_end or self._ask_end)
-        except APIConnectionError as exc:
-            await self._broken(exc, answered=False)
-            return
-        if span.start > ask_from:
-            await body.aclose()
-            raise MalformedResponseError(
-                f"asked for bytes from {ask_from}, the answer starts at {span.start}",
-                method="GET", path="/" + self._path)
-        if self.position is None:
-            self.position = span.start     # 0 when the server ignored Range
-        self._body, self._span, self._cursor = body, span, span.start
-
-    def _check_complete(self) -> None:
-        span = self._span
-        if span is not None and span.end is not None and self._cursor < span.end:
-            raise APIConnectionError(f"the body ended after {self._cursor} of {span.end} bytes",
-                                     method="GET", path="/" + self._path)
-
-    async def _broken(self, exc: APIConnectionError, *, answered: bool) -> None:
-        """The request or its body failed: wait before resuming, or raise when the operation
-        gives up."""
-        await self.aclose()
-        operation = self._operation
-        if answered:
-            # a body that broke after real progress starts the count of retries afresh (a
-            # long download is not failed by breaks hours apart)
-            if self._broke_at is not None and self.position is not None and not self._shared \
-                    and self.position - self._broke_at >= RESUME_PROGRESS:
-                operation.progressed()
-            self._broke_at = self.position
-        if operation.gives_up(exc):
-            raise exc
-        delay = operation.wait(exc)
-        operation.retried()
-        self._client.stats.retries += 1
-        at = self._offset if self.position is None else self.position
-        log.info("download of %s broke at byte %d (%s); resuming in %.1f s", self.file_id,
-                 at, exc.message, delay)
-        await trio.sleep(delay)
-
-    def _scratch_buffer(self) -> memoryview:
-        if self._scratch is None:
-            self._scratch = memoryview(bytearray(256 * 1024))
-        return self._scratch
-
-
-class _HttpxBody:
-    """A content body read through httpx (see ``FilesClient._content_request``)."""
-
-    def __init__(self, client: FilesClient, response: httpx.Response, path: str) -> None:
-        self._client = client
-        self._response = response
-        self._path = path
-        self._chunks = response.aiter_bytes()
-        self._pending = memoryview(b"")
-
-    async def readinto(self, view: memoryview) -> int:
-        while not self._pending:
-            try:
-                chunk = await self._chunks.__anext__()
-            except StopAsyncIteration:
-                return 0
-            except httpx.HTTPError as exc:
-                raise self._client._transport_error(exc, "GET", self._path) from None
-            self._pending = memoryview(chunk)
-        count = min(len(view), len(self._pending))
-        view[:count] = self._pending[:count]
-        self._pending = self._pending[count:]
-        return count
-
-    async def aclose(self) -> None:
-        await self._chunks.aclose()
-        await self._response.aclose()
-
-
-def _parse_content_range(value: str) -> ContentRange | None:
-    # "bytes 100-199/1000"
-    try:
-        unit, _, rest = value.partition(" ")
-        span, _, total = rest.partition("/")
-        first, _, last = span.partition("-")
-        if unit.strip().lower() != "bytes":
-            return None
-        return ContentRange(int(first), int(last) + 1,
-                            None if total.strip() == "*" else int(total), partial=True)
-    except ValueError:
-        return None
 
 
 async def _read_limited(response: httpx.Response, limit: int) -> bytes:

@@ -26,7 +26,7 @@ error answers          408, 409, 429 and 5xx: retried with the same backoff, at 
                        which waiting cannot fix.
 a transfer             no limit while bytes arrive: each new byte is a sign of life, and a body
                        that breaks is resumed from its first missing byte; every
-                       :data:`~openai_fs.api.client.RESUME_PROGRESS` bytes start the count of
+                       :data:`~openai_fs.api.content.RESUME_PROGRESS` bytes start the count of
                        retries afresh.
 the server's work      after the whole body of an upload is sent (``POST /files``, a Part,
 after an upload        completing an Upload), the server may stay silent up to ``processing``

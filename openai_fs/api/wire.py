@@ -205,9 +205,7 @@ class Connection:
                 waited = True
                 continue
             except OSError as exc:
-                raise APIConnectionError(f"the connection broke: {_reason(exc)}",
-                                         method=self.method, path=self.path,
-                                         request_sent=True) from None
+                raise self._broke(exc) from None
             if self._tls and count:
                 # TLS hands over one record (at most 16 KiB) per call: take the others that
                 # are already here too, rather than go round the caller's loop for each
@@ -224,12 +222,14 @@ class Connection:
         except (BlockingIOError, ssl.SSLWantReadError, ssl.SSLWantWriteError):
             return None
         except OSError as exc:
-            raise APIConnectionError(f"the connection broke: {_reason(exc)}",
-                                     method=self.method, path=self.path,
-                                     request_sent=True) from None
+            raise self._broke(exc) from None
         if self._tls and count:
             count += self._more_records(view[count:])
         return count
+
+    def _broke(self, exc: OSError) -> APIConnectionError:
+        return APIConnectionError(f"the connection broke: {_reason(exc)}", method=self.method,
+                                  path=self.path, request_sent=True)
 
     def _more_records(self, view: memoryview) -> int:
         count = 0

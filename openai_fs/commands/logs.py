@@ -13,7 +13,6 @@ unless ``--debug``.
 from __future__ import annotations
 
 import faulthandler
-import hashlib
 import logging
 import logging.handlers
 import os
@@ -27,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from openai_fs.api.secret import Secret, redact
-from openai_fs.commands.options import STDERR
+from openai_fs.commands.options import STDERR, state_folder
 
 FORMAT = "%(asctime)s.%(msecs)03d %(levelname)s %(name)s: %(message)s"
 DATE_FORMAT = "%Y-%m-%d %H:%M:%S"
@@ -99,31 +98,6 @@ class RecentProblems(logging.Handler):
 
 
 # ------------------------------------------------------------------- where the log goes
-
-def state_folder() -> Path:
-    """``$XDG_STATE_HOME/openai-fs``, by default ``~/.local/state/openai-fs``."""
-    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
-    return Path(base) / "openai-fs"
-
-
-def log_name(mountpoint: Path) -> str:
-    """The log file's name for a mount point: its path, ``/`` turned into ``-``
-    (``/home/me/openai`` -> ``home-me-openai.log``); blanks and control characters become
-    ``_``, and a name too long for a file is cut and given a hash of the whole path."""
-    resolved = os.path.abspath(mountpoint)
-    parts = [part for part in resolved.split("/") if part]
-    name = "-".join(parts) or "root"
-    name = re.sub(r"[\x00-\x20\x7f]", "_", name)
-    if len(name.encode("utf-8", "surrogateescape")) > 200:
-        digest = hashlib.sha256(resolved.encode("utf-8", "surrogateescape")).hexdigest()[:12]
-        name = name.encode("utf-8", "surrogateescape")[:150].decode("utf-8", "ignore") + \
-            "-" + digest
-    return name + ".log"
-
-
-def default_log_file(mountpoint: Path) -> Path:
-    return state_folder() / log_name(mountpoint)
-
 
 class PrivateRotatingFile(logging.handlers.RotatingFileHandler):
     """A log file made ``0600`` (it names files and quotes the server), rotated by size.

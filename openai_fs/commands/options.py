@@ -7,7 +7,9 @@ that table, so the two spellings cannot drift apart.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -236,10 +238,7 @@ class MountOptions:
             return None if self.log_file == STDERR else self.log_file
         if self.foreground:
             return None
-        # imported here: commands.logs loads the HTTP client, which `openai-fs status` and
-        # `unmount` (which import this module through cli) do without
-        from openai_fs.commands import logs
-        return logs.default_log_file(self.mountpoint)
+        return default_log_file(self.mountpoint)
 
 
 def _xdg(variable: str, fallback: str) -> Path:
@@ -315,3 +314,30 @@ def from_arguments(args: argparse.Namespace) -> MountOptions:
                 else value
     return MountOptions(mountpoint=args.mountpoint, demo=bool(getattr(args, "demo", False)),
                         **chosen).validate()
+
+
+# ----------------------------------------------------- where a mount's log goes by default
+
+def state_folder() -> Path:
+    """``$XDG_STATE_HOME/openai-fs``, by default ``~/.local/state/openai-fs``."""
+    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(base) / "openai-fs"
+
+
+def log_name(mountpoint: Path) -> str:
+    """The log file's name for a mount point: its path, ``/`` turned into ``-``
+    (``/home/me/openai`` -> ``home-me-openai.log``); blanks and control characters become
+    ``_``, and a name too long for a file is cut and given a hash of the whole path."""
+    resolved = os.path.abspath(mountpoint)
+    parts = [part for part in resolved.split("/") if part]
+    name = "-".join(parts) or "root"
+    name = re.sub(r"[\x00-\x20\x7f]", "_", name)
+    if len(name.encode("utf-8", "surrogateescape")) > 200:
+        digest = hashlib.sha256(resolved.encode("utf-8", "surrogateescape")).hexdigest()[:12]
+        name = name.encode("utf-8", "surrogateescape")[:150].decode("utf-8", "ignore") + \
+            "-" + digest
+    return name + ".log"
+
+
+def default_log_file(mountpoint: Path) -> Path:
+    return state_folder() / log_name(mountpoint)

@@ -24,9 +24,10 @@ space is needed or the file is deleted.
   later (a new ``GET`` from 0) keeps only the bytes after it.
 * **Partial files.** A file the mount holds only in part is a sparse file in the disk cache
   whose ranges are kept in memory (:class:`~openai_fs.core.ranges.RangeSet`); once all its
-  bytes are there it becomes a whole file, reused by later mounts (see :class:`DiskCache`).
+  bytes are there it becomes a whole file, reused by later mounts (see
+  :class:`~openai_fs.core.disk_cache.DiskCache`).
 * **Large streams** keep their newest 16 MiB in memory, where the readers following them are
-  answered, and write to the disk cache with ``O_DIRECT`` (see :mod:`openai_fs.download_ring`):
+  answered, and write to the disk cache with ``O_DIRECT`` (see :mod:`openai_fs.core.download_ring`):
   the page cache is not filled twice with one file, and no byte is copied back out of it.
 * **Blocks.** A file that does not fit the disk cache is read through a memory LRU of 1 MiB
   blocks bounded in bytes (``--cache-size``), fetched with ``Range`` in windows that double
@@ -36,7 +37,6 @@ space is needed or the file is deleted.
 from __future__ import annotations
 
 import errno
-import hashlib
 import logging
 import os
 import secrets
@@ -45,354 +45,31 @@ import time
 from contextlib import aclosing, asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, AsyncIterator, Callable
+from typing import AsyncIterator
 
 import cachetools
 import trio
 
-from openai_fs.api import DownloadRefusedError, FileObject, FilesClient, usable_id
-from openai_fs.api.client import ContentStream
+from openai_fs.api import DownloadRefusedError, FileObject, FilesClient
+from openai_fs.api.content import ContentStream
 from openai_fs.core.content_access import ContentAccess, ContentRefused
+from openai_fs.core.disk_cache import DiskCache
 from openai_fs.core.download_ring import RING_BYTES, RingDownload, RingPool, direct_io
 from openai_fs.core.errors import FSError
-from openai_fs.core.private import private_dirs
-from openai_fs.core.ranges import RangeSet
-
-if TYPE_CHECKING:
-    import outcome       # trio's own dependency: what a worker thread hands back
+from openai_fs.core.stream_sinks import PlainSink, RingSink, Sink
+from openai_fs.core.streams import BLOCK_SIZE, Partial, Stream, align_down, align_up
 
 log = logging.getLogger(__name__)
 
-BLOCK_SIZE = 1024 * 1024
-#: the largest window a stream asks for at once: a sequential reader is at most two windows
-#: behind its stream (which waits for it to reach the newest one before asking for the next)
-MAX_WINDOW = 64 * BLOCK_SIZE
 #: a stream whose last handle closed goes this far at most beyond its furthest reader ...
 EXTRA_AFTER_CLOSE = 8 * BLOCK_SIZE
 #: ... and then waits this long for a handle to come back before it stops
 LINGER_SECONDS = 10.0
 #: streams a file may have at once (with Range); a new one ends the one idle longest
 MAX_STREAMS = 8
-#: downloaded bytes are written to disk in pieces of about this size: each piece is one hop to
-#: a worker thread, and readers following a download wait for a whole piece (measured on a
-#: cold read of 1 GiB: 4 MiB pieces cost more CPU and time than 1 MiB, with readers waiting
-#: longer and more of pyfuse3's worker tasks piling up)
-WRITE_BATCH = BLOCK_SIZE
 #: sequential reads served in blocks fetch ahead by a window that doubles up to this many
 #: blocks (and to a quarter of the memory cache)
 MAX_READ_AHEAD_BLOCKS = 16
-
-
-def _align_down(offset: int) -> int:
-    return offset - offset % BLOCK_SIZE
-
-
-def _align_up(offset: int) -> int:
-    return -(-offset // BLOCK_SIZE) * BLOCK_SIZE
-
-
-class DiskCache:
-    """Files on disk, by id, least recently used first out: whole files, and files the mount
-    holds only some ranges of.
-
-    Files of one server live in their own folder (``content/<hash of base URL>/``), so a mount of
-    the emulator and one of the real API never mix. A whole file is named by its id alone, which
-    the API client has checked (letters, digits, ``-``, ``_``) and :meth:`path` checks again: no
-    server string can choose another path. A file held in part is a sparse
-    ``<id>.partial-<random>`` file whose ranges only the mount that fetched them knows (they are
-    kept in memory): it is renamed to ``<id>`` once every byte is there, and a later mount, which
-    could not tell its holes from its bytes, removes it at start like a dead mount's other
-    leftovers. A partial file counts by the bytes it holds and is evicted like a whole one.
-    """
-
-    def __init__(self, root: Path, capacity: int, *, server: str) -> None:
-        self.capacity = capacity
-        self._root = root
-        self._server_folder = hashlib.sha256(server.encode()).hexdigest()[:16]
-        self.folder = root / "content" / self._server_folder
-        self._sizes: dict[str, int] = {}      # insertion order = least recently used first
-        #: file id -> the sparse file holding part of it
-        self._partial: dict[str, Path] = {}
-        self._pinned: dict[str, int] = {}
-        self._doomed: set[str] = set()
-        self.used = 0
-        #: told the id of a partial file that was removed (evicted, or its file deleted)
-        self.on_partial_removed: Callable[[str], None] = lambda file_id: None
-
-    def scan(self) -> None:
-        """Build the index from the folder (blocking; run in a thread at start)."""
-        if self.capacity <= 0:
-            return
-        self._root.mkdir(parents=True, exist_ok=True, mode=0o700)
-        private_dirs(self._root, "content", self._server_folder)
-        found = []
-        for path in self.folder.iterdir():
-            if ".partial" in path.name:
-                path.unlink(missing_ok=True)
-                continue
-            if not usable_id(path.name):
-                continue            # not a cached file: left alone
-            info = path.stat()
-            found.append((info.st_mtime, path.name, info.st_size))
-        for _, file_id, size in sorted(found):
-            self._sizes[file_id] = size
-            self.used += size
-        self._evict(0)
-
-    @property
-    def enabled(self) -> bool:
-        return self.capacity > 0
-
-    def path(self, file_id: str) -> Path:
-        return self.folder / _cache_name(file_id)
-
-    def partial_path(self, file_id: str) -> Path:
-        return self.folder / f"{_cache_name(file_id)}.partial-{secrets.token_hex(4)}"
-
-    def has(self, file: FileObject) -> bool:
-        if file.id in self._partial:
-            return False
-        size = self._sizes.get(file.id)
-        if size is None:
-            return False
-        if size != file.bytes:
-            log.warning("cached copy of %s has %d bytes, the server says %d; dropping it",
-                        file.id, size, file.bytes)
-            self.remove(file.id)
-            return False
-        return True
-
-    def holds(self, file: FileObject) -> bool:
-        """Whether a complete copy of ``file`` is here (without the checks of :meth:`has`)."""
-        return file.id not in self._partial and self._sizes.get(file.id) == file.bytes
-
-    def touch(self, file_id: str) -> None:
-        size = self._sizes.pop(file_id, None)
-        if size is not None:
-            self._sizes[file_id] = size
-
-    def fits(self, size: int) -> bool:
-        return self.enabled and size <= self.capacity
-
-    def reserve(self, size: int) -> bool:
-        """Make room for ``size`` more bytes; False when the cache cannot hold them."""
-        if not self.fits(size):
-            return False
-        self._evict(size)
-        return True
-
-    def add(self, file_id: str, source: Path) -> bool:
-        """Move a complete file into the cache under ``file_id``."""
-        size = source.stat().st_size
-        if not self.reserve(size):
-            source.unlink(missing_ok=True)
-            return False
-        self.remove(file_id)
-        os.replace(source, self.path(file_id))
-        self._sizes[file_id] = size
-        self.used += size
-        return True
-
-    # -------------------------------------------------------------- partial files
-
-    def add_partial(self, file_id: str, path: Path) -> None:
-        """``path`` (a new, empty file) holds from now on what is fetched of ``file_id``."""
-        self.remove(file_id)
-        self._partial[file_id] = path
-        self._sizes[file_id] = 0
-
-    def grow(self, file_id: str, count: int) -> None:
-        """``count`` more bytes of the partial file of ``file_id`` are on disk: room is made for
-        them (by evicting others) as it would be for a whole file."""
-        if file_id not in self._partial:
-            return
-        self._sizes[file_id] = self._sizes.pop(file_id) + count
-        self.used += count
-        self._evict(0)
-
-    def complete(self, file_id: str) -> None:
-        """The partial file of ``file_id`` holds every byte: it becomes the whole file."""
-        path = self._partial.pop(file_id)
-        os.replace(path, self.path(file_id))
-
-    # ------------------------------------------------------------------ pins
-
-    def pin(self, file_id: str) -> None:
-        self._pinned[file_id] = self._pinned.get(file_id, 0) + 1
-        if file_id in self._sizes:
-            self.touch(file_id)
-            if file_id not in self._partial:
-                # the mtime carries the use order to the next mount (see scan)
-                try:
-                    os.utime(self.path(file_id))
-                except OSError:
-                    pass
-
-    def unpin(self, file_id: str) -> None:
-        count = self._pinned.get(file_id, 0) - 1
-        if count > 0:
-            self._pinned[file_id] = count
-            return
-        self._pinned.pop(file_id, None)
-        if file_id in self._doomed:
-            self._doomed.discard(file_id)
-            self.remove(file_id)
-
-    def is_pinned(self, file_id: str) -> bool:
-        return file_id in self._pinned
-
-    def discard(self, file_id: str) -> None:
-        """The file was deleted: drop it now, or when its last open handle closes."""
-        if file_id in self._pinned:
-            self._doomed.add(file_id)
-        else:
-            self.remove(file_id)
-
-    def remove(self, file_id: str) -> None:
-        partial = self._partial.pop(file_id, None)
-        if self.remove_index(file_id):
-            (partial or self.path(file_id)).unlink(missing_ok=True)
-        if partial is not None:
-            self.on_partial_removed(file_id)
-
-    def remove_index(self, file_id: str) -> bool:
-        size = self._sizes.pop(file_id, None)
-        if size is None:
-            return False
-        self.used -= size
-        return True
-
-    def _evict(self, incoming: int) -> None:
-        for file_id in list(self._sizes):
-            if self.used + incoming <= self.capacity:
-                return
-            if file_id in self._pinned:
-                continue        # an open file keeps its copy; eviction takes the next one
-            log.debug("evicting %s from the disk cache", file_id)
-            self.remove(file_id)
-
-
-@dataclass(eq=False)
-class Partial:
-    """What the mount holds of one file that is not whole in the disk cache: a sparse file,
-    the ranges of it that hold real bytes, and the streams filling it."""
-
-    file: FileObject
-    path: Path
-    #: a plain descriptor for readers (stream writes go through their own)
-    read_fd: int
-    #: the bytes on disk
-    present: RangeSet = field(default_factory=RangeSet)
-    streams: list[Stream] = field(default_factory=list)
-    #: a disk failure: the partial file is given up and every reader waiting on it fails
-    error: BaseException | None = None
-    _changed: trio.Event = field(default_factory=trio.Event)
-
-    def changed(self) -> None:
-        self._changed.set()
-        self._changed = trio.Event()
-
-    async def wait_changed(self) -> None:
-        await self._changed.wait()
-
-    def missing(self, start: int, end: int) -> int | None:
-        """The first byte of ``[start, end)`` neither on disk nor received by a stream."""
-        at = start
-        while at < end:
-            held = self.present.run_end(at)
-            for stream in self.streams:
-                if stream.start <= at < stream.pos:
-                    held = max(held, stream.pos)
-            if held == at:
-                return at
-            at = held
-        return None
-
-
-@dataclass(eq=False)
-class Stream:
-    """One sequential transfer of a file's bytes into its partial file, from ``start`` on.
-
-    ``[start, pos)`` has been received. The stream may go on up to ``limit``: the end of its
-    newest *window*, which began at ``window_start`` and is ``window`` bytes long; readers
-    move it on with :meth:`want`. With Range each window is fetched by a ranged request;
-    without, the stream is one whole-file request read only as far as ``limit``.
-    """
-
-    partial: Partial
-    start: int
-    limit: int
-    window: int
-    ranged: bool
-    pos: int = -1
-    window_start: int = 0
-    #: the furthest end a reader asked of this stream
-    wanted: int = 0
-    ring: RingDownload | None = None
-    #: where its bytes go (made at the first byte: see _sink_for) and through which descriptor
-    sink: _Sink | None = None
-    fd: int = -1
-    done: bool = False
-    error: BaseException | None = None
-    #: set when nobody needs the stream any more (it ends as soon as it can)
-    stopping: bool = False
-    started: float = field(default_factory=time.time)
-    idle_since: float = field(default_factory=time.monotonic)
-    scope: trio.CancelScope = field(default_factory=trio.CancelScope)
-    _moved: trio.Event = field(default_factory=trio.Event)
-
-    def __post_init__(self) -> None:
-        if self.pos < 0:
-            self.pos = self.start
-        self.window_start = self.limit
-
-    @property
-    def size(self) -> int:
-        return self.partial.file.bytes
-
-    def as_dict(self) -> dict[str, object]:
-        """For ``openai-fs status``."""
-        file = self.partial.file
-        elapsed = max(time.time() - self.started, 1e-6)
-        received = self.pos - self.start
-        return {"path": f"{file.purpose}/{file.filename} ({file.id})",
-                "bytes_received": received, "bytes_total": file.bytes,
-                "from": self.start, "seconds": round(elapsed, 1),
-                "bytes_per_second": int(received / elapsed)}
-
-    def serves(self, at: int) -> bool:
-        """Whether a read that needs byte ``at`` should wait for this stream rather than start
-        one of its own: ``at`` is ahead of it and within its reach (without Range, everything
-        ahead is)."""
-        if self.done or self.stopping or at < self.pos:
-            return False
-        return not self.ranged or at < self.limit + self.window
-
-    def want(self, end: int) -> None:
-        """A reader asks for bytes up to ``end``: the stream goes on to ``end``, and, when the
-        reader has reached its newest window, one window further, twice as large as the last
-        (up to :data:`MAX_WINDOW`)."""
-        if end <= self.wanted:
-            return
-        self.wanted = end
-        if end > self.limit:
-            self.limit = min(self.size, _align_up(end))
-        while self.wanted > self.window_start and self.limit < self.size:
-            self.window = min(self.window * 2, MAX_WINDOW)
-            self.window_start = self.limit
-            self.limit = min(self.size, self.limit + self.window)
-        self.moved()
-
-    def moved(self) -> None:
-        self._moved.set()
-        self._moved = trio.Event()
-
-    async def wait_moved(self) -> None:
-        await self._moved.wait()
-
-    def stop(self) -> None:
-        self.stopping = True
-        self.moved()
 
 
 @dataclass(eq=False)
@@ -424,13 +101,6 @@ class CacheStatistics:
 
     def as_dict(self) -> dict[str, int]:
         return dict(vars(self))
-
-
-def _cache_name(file_id: str) -> str:
-    """The name of a file's copy: its id, which must be one (see :func:`usable_id`)."""
-    if not usable_id(file_id):
-        raise ValueError(f"not a file id: {file_id[:40]!r}")
-    return file_id
 
 
 def _refuse_untrusted(file: FileObject) -> None:
@@ -677,11 +347,11 @@ class ContentCache:
         # without Range every byte before the gap comes too: keep them all, from the first one
         # not held (a stream starts at a block, where the ring's O_DIRECT writes can start)
         first = gap if ranged else partial.present.first_missing(0, gap)
-        start = _align_down(gap if first is None else first)
+        start = align_down(gap if first is None else first)
         if ranged:
             # not into bytes held (a stream that broke mid-block left some): from where they end
             start = partial.present.run_end(start)
-        limit = min(file.bytes, _align_up(end))
+        limit = min(file.bytes, align_up(end))
         stream = Stream(partial, start=start, limit=limit,
                         window=max(BLOCK_SIZE, limit - start), ranged=ranged)
         stream.wanted = end
@@ -825,7 +495,7 @@ class ContentCache:
                 if stream.sink is None:
                     first = stream.partial.present.first_missing(0, stream.pos)
                     if first is not None:
-                        stream.start = stream.pos = _align_down(first)
+                        stream.start = stream.pos = align_down(first)
             assert body.position is not None
             if body.position > stream.pos:
                 raise OSError(errno.EIO, f"expected bytes from {stream.pos}, "
@@ -873,7 +543,7 @@ class ContentCache:
                 return False
         return True
 
-    def _sink_for(self, stream: Stream) -> _Sink:
+    def _sink_for(self, stream: Stream) -> Sink:
         """Where a stream's bytes go: through a ring and O_DIRECT writes for a large file, when
         a ring is free and the disk cache's filesystem takes O_DIRECT; else the page cache."""
         partial = stream.partial
@@ -898,11 +568,11 @@ class ContentCache:
                                             wait_change=partial.wait_changed, base=stream.pos)
                         stream.ring = ring
                         self.stats.ring_downloads += 1
-                        return _RingSink(ring, self._nursery)
+                        return RingSink(ring, self._nursery)
                 except OSError as exc:
                     log.debug("no direct writes to %s: %s", partial.path, exc)
                 self._rings.give_back(memory)
-        return _PlainSink(stream.fd, lambda at, end: self._add_present(partial, at, end),
+        return PlainSink(stream.fd, lambda at, end: self._add_present(partial, at, end),
                           size=file.bytes - stream.pos)
 
     def _probe_direct_io(self) -> bool:
@@ -1037,7 +707,7 @@ class ContentCache:
             partial = self._partials.get(file_id)
             for stream in partial.streams if partial is not None else ():
                 if not stream.ranged:
-                    reader = max(stream.pos, _align_up(stream.wanted))
+                    reader = max(stream.pos, align_up(stream.wanted))
                     stream.limit = min(stream.limit, reader + EXTRA_AFTER_CLOSE)
                 stream.moved()
         self.disk.unpin(file_id)
@@ -1079,142 +749,6 @@ class ContentCache:
         for partial in list(self._partials.values()):
             self._close_partial(partial)
         self._rings.close()
-
-
-class _Sink:
-    """Where a stream puts its bytes, in order: the partial file (see the two kinds below).
-    The receiver asks where the bytes from ``at`` go (:meth:`reserve`), receives some there and
-    says how many (:meth:`commit`)."""
-
-    async def reserve(self, at: int) -> memoryview:
-        raise NotImplementedError
-
-    def commit(self, count: int) -> None:
-        raise NotImplementedError
-
-    async def flush(self) -> None:
-        """Make what was put readable (the stream is about to wait)."""
-
-    async def close(self) -> None:
-        """Flush, and wait until nothing uses the descriptor any more; raises a disk failure."""
-
-
-class _RingSink(_Sink):
-    """Through a ring: readers are answered from its memory, full blocks go to disk with
-    O_DIRECT (by the ring's writer task, started here)."""
-
-    def __init__(self, ring: RingDownload, nursery: trio.Nursery) -> None:
-        self.ring = ring
-        nursery.start_soon(ring.write_blocks)
-
-    async def reserve(self, at: int) -> memoryview:
-        return await self.ring.reserve(at)
-
-    def commit(self, count: int) -> None:
-        self.ring.commit(count)
-
-    async def close(self) -> None:
-        self.ring.finish()
-        await self.ring.settle()
-        if self.ring.error is not None:
-            raise self.ring.error
-
-
-class _PlainSink(_Sink):
-    """Through the page cache, in writes of about :data:`WRITE_BATCH` (see _WriteBehind): the
-    bytes are received into one of two buffers while the other is written."""
-
-    def __init__(self, fd: int, on_written: Callable[[int, int], None], *, size: int) -> None:
-        self.writer = _WriteBehind(fd, on_written)
-        capacity = max(1, min(WRITE_BATCH, size))
-        self._buffers = [memoryview(bytearray(capacity)) for _ in range(2)]
-        self._current = 0
-        self._filled = 0
-        self._at = 0
-
-    async def reserve(self, at: int) -> memoryview:
-        if self._filled == len(self._buffers[self._current]):
-            await self._send()
-        if not self._filled:
-            self._at = at
-        return self._buffers[self._current][self._filled:]
-
-    def commit(self, count: int) -> None:
-        self._filled += count
-
-    async def _send(self) -> None:
-        """Start writing the current buffer (once the write before, from the other buffer, is
-        done) and receive into the other one."""
-        if self._filled:
-            piece = self._buffers[self._current][:self._filled]
-            await self.writer.write(self._at, [piece])
-            self._current ^= 1
-            self._filled = 0
-
-    async def flush(self) -> None:
-        await self._send()
-        await self.writer.wait()
-
-    async def close(self) -> None:
-        try:
-            await self.flush()
-        finally:
-            await self.writer.settle()
-
-
-class _WriteBehind:
-    """A stream's disk writes, one at a time in a worker thread, each overlapping the receipt
-    of the next piece (a download that waited for every write before reading its socket again
-    left the network idle while the disk worked). Readers following the stream are let on
-    only once a piece is written (``on_written(start, end)``)."""
-
-    def __init__(self, fd: int, on_written: Callable[[int, int], None]) -> None:
-        self.fd = fd
-        self.on_written = on_written
-        self._done: trio.Event | None = None
-        self._outcome: outcome.Outcome | None = None
-        self._span = (0, 0)
-
-    async def write(self, at: int, pieces: list[memoryview]) -> None:
-        """Start writing ``pieces`` at ``at`` once the write before has finished (raising what
-        that one raised)."""
-        await self.wait()
-        token = trio.lowlevel.current_trio_token()
-        done = self._done = trio.Event()
-
-        def deliver(result: outcome.Outcome) -> None:       # in the worker thread
-            self._outcome = result
-            token.run_sync_soon(done.set)
-
-        self._span = (at, at + sum(len(piece) for piece in pieces))
-        trio.lowlevel.start_thread_soon(lambda: _pwritev_all(self.fd, pieces, at), deliver)
-
-    async def wait(self) -> None:
-        """Wait for the write in flight, if any, and raise what it raised."""
-        await self.settle()
-        result, self._outcome = self._outcome, None
-        if result is not None:
-            result.unwrap()
-            self.on_written(*self._span)
-
-    async def settle(self) -> None:
-        """Wait for the write in flight to end; not cancellable, since its thread goes on
-        using the descriptor whatever happens here."""
-        if self._done is not None:
-            with trio.CancelScope(shield=True):
-                await self._done.wait()
-            self._done = None
-
-
-def _pwritev_all(fd: int, pieces: list[memoryview], offset: int) -> None:
-    views = [piece for piece in pieces if len(piece)]
-    while views:
-        written = os.pwritev(fd, views, offset)
-        offset += written
-        while views and written >= len(views[0]):
-            written -= len(views.pop(0))
-        if written:
-            views[0] = views[0][written:]
 
 
 async def _skip(body: ContentStream, position: int) -> bool:

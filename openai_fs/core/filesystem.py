@@ -13,7 +13,8 @@ import trio
 
 from openai_fs.api import FilesClient
 from openai_fs.core import purposes
-from openai_fs.core.cache import ContentCache, DiskCache
+from openai_fs.core.cache import ContentCache
+from openai_fs.core.disk_cache import DiskCache
 from openai_fs.core.changes import ServerChanges
 from openai_fs.core.content_access import ContentAccess
 from openai_fs.core.kernel_cache import KernelCache

@@ -24,7 +24,7 @@ from openai_fs.api import (
     ServerError,
 )
 from openai_fs.emulator.control import EmulatorProcess
-from openai_fs.api.client import RESUME_PROGRESS
+from openai_fs.api.content import RESUME_PROGRESS
 from openai_fs.api.secret import Secret
 
 MiB = 1024 * 1024

@@ -48,16 +48,14 @@ class ScriptedConnection:
             if self.broken:
                 raise APIConnectionError("the connection broke: reset", request_sent=True)
             return 0
-        piece = self.pieces.popleft()
-        count = min(len(view), len(piece))
-        view[:count] = piece[:count]
-        if count < len(piece):
-            self.pieces.appendleft(piece[count:])
-        return count
+        return self._take(view)
 
     def recv_ready(self, view: memoryview) -> int | None:
         if not self.pieces:
             return None         # nothing now; the next recv_into meets the end
+        return self._take(view)
+
+    def _take(self, view: memoryview) -> int:
         piece = self.pieces.popleft()
         count = min(len(view), len(piece))
         view[:count] = piece[:count]

@@ -10,7 +10,8 @@ import trio
 
 from openai_fs.api import FileObject
 from openai_fs.core import cache as cache_module
-from openai_fs.core.cache import BLOCK_SIZE, ContentCache, DiskCache
+from openai_fs.core.cache import BLOCK_SIZE, ContentCache
+from openai_fs.core.disk_cache import DiskCache
 
 from .conftest import MiB
 from .fake_api import BASE_URL
