@@ -137,8 +137,13 @@ class OpenFiles:
                                 opener: int | None) -> LocalWriter:
         if not entry.writable:
             raise rules.not_writable(entry.directory)
-        if not flags & os.O_TRUNC:
-            self._check_readable(entry)     # changed in place: its bytes are needed
+        if not flags & os.O_TRUNC and (flags & os.O_ACCMODE != os.O_WRONLY
+                                       or flags & os.O_APPEND):
+            # read back or appended to: the old bytes are needed. A plain O_WRONLY open needs
+            # them only once it writes or truncates to a non-zero size, which then fail with
+            # EACCES (the bytes are fetched lazily: LocalFile.ensure_loaded); GIO opens the file
+            # it replaces that way, then renames a temporary file over it
+            self._check_readable(entry)
         while True:
             local = entry.local
             if local is None or local.failure is not None:

@@ -520,11 +520,21 @@ class MountModel(RuleBasedStateMachine):
 
     @staticmethod
     def refused(entry: Shown, path: Path, flags: int) -> bool:
-        """An open that needs bytes the mount cannot read: EACCES (section 5a)."""
+        """An open that needs bytes the mount cannot read: EACCES (section 5a), at the open
+        when it reads or appends, else (write-only, in place) at the first write; nothing
+        changes."""
         if entry.readable:
             return False
-        case("open: EACCES, content the server keeps")
-        expect_errno(errno.EACCES, os.open, path, flags)
+        if flags & os.O_ACCMODE != os.O_WRONLY or flags & os.O_APPEND:
+            case("open: EACCES, content the server keeps")
+            expect_errno(errno.EACCES, os.open, path, flags)
+            return True
+        case("write in place: EACCES, content the server keeps")
+        fd = os.open(path, flags)
+        try:
+            expect_errno(errno.EACCES, os.write, fd, b"x")
+        finally:
+            os.close(fd)
         return True
 
     def hold(self, writer: Writer, path: Path) -> None:

@@ -95,6 +95,39 @@ def test_what_needs_the_bytes_fails_cleanly_and_deletes_nothing(mount, seed, emu
     assert content_requests(emulator.control) == []
 
 
+def test_a_file_manager_replaces_a_refused_file_and_in_place_writes_are_refused(
+        mount, seed, emulator, tmp_path):
+    """GIO (file managers, `gio copy`, `gio save`) opens the file it replaces O_WRONLY without
+    O_TRUNC, then renames a temporary file over it: that needs no old bytes and works; a write
+    into the old bytes (`dd conv=notrunc`) is refused at the write, and nothing is sent."""
+    made = seed("notes.txt", "user_data", b"old notes")
+    mounted = mount("--not-downloadable", "user_data")
+    path = mounted / "user_data" / "notes.txt"
+    emulator.control.clear_requests()
+
+    done = run("dd", "if=/dev/zero", f"of={path}", "bs=1", "count=1", "conv=notrunc",
+               check=False)
+    assert done.returncode != 0 and "Permission denied" in done.stderr
+    assert [f["id"] for f in live_files(emulator)] == [made["id"]]
+    assert changes(emulator) == []
+
+    local = tmp_path / "notes.txt"
+    local.write_bytes(b"dragged in\n")
+    run("gio", "copy", str(local), str(path))
+    [copied] = live_files(emulator)
+    assert emulator.control.stored_content(copied["id"]) == b"dragged in\n"
+    assert [method for method, _ in changes(emulator)] == ["POST", "DELETE"]
+
+    emulator.control.clear_requests()
+    subprocess.run(["gio", "save", str(path)], input=b"saved by GIO\n", check=True,
+                   timeout=60)
+    [saved] = live_files(emulator)
+    assert emulator.control.stored_content(saved["id"]) == b"saved by GIO\n"
+    assert [method for method, _ in changes(emulator)] == ["POST", "DELETE"]
+    assert os.listdir(mounted / "user_data") == ["notes.txt"]
+    assert content_requests(emulator.control) == []
+
+
 def test_a_file_written_here_stays_readable_and_movable(mount, emulator):
     mounted = mount("--not-downloadable", "assistants")
     path = mounted / "assistants" / "report.txt"
