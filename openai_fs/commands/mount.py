@@ -27,6 +27,7 @@ import trio
 
 from openai_fs import __version__
 from openai_fs.api import FilesClient
+from openai_fs.api.client import first_error
 from openai_fs.api.retry import RetryPolicy
 from openai_fs.api.secret import Secret
 from openai_fs.commands import allocator, connect, logs
@@ -264,7 +265,7 @@ def mount(options: MountOptions, key: Secret, readiness: Readiness) -> int:
         def client(**settings) -> FilesClient:
             return FilesClient.from_environment(api_key=key, environ=environ, **settings)
 
-        return trio.run(_serve, options, client, readiness, mount_log)
+        return _run(_serve, options, client, readiness, mount_log)
     except MountFailed as exc:
         if mount_log.file is not None:      # in the foreground the one line below says it
             log.error("%s", exc)
@@ -281,6 +282,18 @@ def mount(options: MountOptions, key: Secret, readiness: Readiness) -> int:
     finally:
         if demo is not None:
             demo.stop()
+
+
+def _run(*args):
+    """``trio.run``, with a failure to mount raised as itself rather than inside the group
+    of the nursery it happened in."""
+    try:
+        return trio.run(*args)
+    except ExceptionGroup as group:
+        failed = group.subgroup(MountFailed)
+        if failed is None:
+            raise
+        raise first_error(failed) from None
 
 
 def _retry(options: MountOptions) -> RetryPolicy:

@@ -229,6 +229,14 @@ class MountOptions:
             raise OptionError("--retries cannot be negative")
         if self.timeout <= 0 or self.processing_timeout <= 0:
             raise OptionError("--timeout and --processing-timeout must be more than 0 seconds")
+        # a mount in the background runs from "/": paths given relative to the folder it was
+        # started in are made absolute while that folder is known
+        self.mountpoint = _absolute(self.mountpoint)
+        self.cache_dir = _absolute(self.cache_dir)
+        if self.api_key_file is not None:
+            self.api_key_file = _absolute(self.api_key_file)
+        if self.log_file is not None and self.log_file != STDERR:
+            self.log_file = _absolute(self.log_file)
         return self
 
     @property
@@ -239,6 +247,11 @@ class MountOptions:
         if self.foreground:
             return None
         return default_log_file(self.mountpoint)
+
+
+def _absolute(path: Path) -> Path:
+    """``path`` from the current folder, made absolute without following symbolic links."""
+    return Path(os.path.abspath(path))
 
 
 def _xdg(variable: str, fallback: str) -> Path:

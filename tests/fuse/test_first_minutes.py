@@ -340,6 +340,42 @@ def test_an_idle_unmount_is_immediate(emulator, tmp_path):
     assert took < 1.0, f"an idle unmount took {took:.2f} s"
 
 
+def test_relative_paths_are_taken_from_where_the_command_was_run(emulator, tmp_path):
+    """The mount goes on in the background from "/": a mount point, cache folder and log file
+    named relative to the folder the command ran in still mean that folder."""
+    (tmp_path / "mnt").mkdir()
+    env = {"OPENAI_API_KEY": KEY, "OPENAI_BASE_URL": emulator.base_url}
+    done = openai_fs("mount", "mnt", "--cache-dir", "c", "--log-file", "mount.log", env=env,
+                     cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    try:
+        assert os.path.ismount(tmp_path / "mnt")
+        assert f"mounted on {tmp_path / 'mnt'}; log: {tmp_path / 'mount.log'}" in done.stderr
+        (tmp_path / "mnt" / "vision" / "a.txt").write_bytes(b"relative")
+        assert (tmp_path / "c" / "spool").is_dir()
+        assert "uploaded vision/a.txt" in (tmp_path / "mount.log").read_text()
+    finally:
+        done = openai_fs("unmount", "mnt", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert not os.path.ismount(tmp_path / "mnt")
+
+
+def test_a_failure_to_mount_is_one_line_not_an_exception_group():
+    """A failure inside the mount's nursery (fuse_session_mount refused) reaches the user as
+    its own message."""
+    import trio
+
+    from openai_fs.commands import mount
+
+    async def serve():
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(trio.sleep_forever)
+            raise mount.MountFailed("cannot mount on /x: fuse_session_mount failed")
+
+    with pytest.raises(mount.MountFailed, match="fuse_session_mount failed"):
+        mount._run(serve)
+
+
 # ----------------------------------------------------------------------- 11. the memory cache
 
 def test_status_says_what_the_memory_cache_holds_of_cache_size(mount, seed, emulator):
