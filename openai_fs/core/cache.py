@@ -53,7 +53,7 @@ import trio
 from openai_fs.api import DownloadRefusedError, FileObject, FilesClient
 from openai_fs.api.content import ContentStream
 from openai_fs.core.content_access import ContentAccess, ContentRefused
-from openai_fs.core.disk_cache import DiskCache
+from openai_fs.core.disk_cache import DiskCache, hold_partial
 from openai_fs.core.download_ring import RING_BYTES, RingDownload, RingPool, direct_io
 from openai_fs.core.errors import FSError
 from openai_fs.core.stream_sinks import PlainSink, RingSink, Sink
@@ -162,8 +162,11 @@ class ContentCache:
         end = min(offset + size, file.bytes)
         while True:
             if self.disk.has(file):
-                self.stats.disk_hits += 1
-                return self._pread_cached(file.id, offset, end - offset)
+                piece = self._pread_cached(file.id, offset, end - offset)
+                if piece is not None:
+                    self.stats.disk_hits += 1
+                    return piece
+                continue        # the copy was gone: fetched again below
             if not self.disk.fits(file.bytes):
                 return await self._read_blocks(file, offset, end)
             partial = self._partials.get(file.id) or self._new_partial(file)
@@ -199,8 +202,11 @@ class ContentCache:
         if file.bytes == 0:
             return
         if self.disk.has(file):
-            await trio.to_thread.run_sync(shutil.copyfile, self.disk.path(file.id), path)
-            return
+            try:
+                await trio.to_thread.run_sync(shutil.copyfile, self.disk.path(file.id), path)
+                return
+            except FileNotFoundError:   # gone from the folder (see _pread_cached): fetched
+                self.disk.remove_index(file.id)
         at = 0
         async for _, chunk in self._stream(file):
             await trio.to_thread.run_sync(os.pwrite, fd, chunk, at)
@@ -246,12 +252,20 @@ class ContentCache:
             self.access.refused(file.purpose, exc.message)
             raise ContentRefused(f"{file.purpose}/{file.filename}", file.purpose) from None
 
-    def _pread_cached(self, file_id: str, offset: int, size: int) -> bytes:
+    def _pread_cached(self, file_id: str, offset: int, size: int) -> bytes | None:
+        """Bytes of a whole copy in the disk cache; None when the copy is gone from the folder
+        (another mount sharing it evicted it, or somebody removed it): it is forgotten."""
         # The bytes were just downloaded or were read before: they sit in the page cache, and a
         # pread of them costs less than a hop to a worker thread would.
         fd = self._open_fds.get(file_id)
         if fd is None:
-            fd = os.open(self.disk.path(file_id), os.O_RDONLY | os.O_CLOEXEC)
+            try:
+                fd = os.open(self.disk.path(file_id), os.O_RDONLY | os.O_CLOEXEC)
+            except FileNotFoundError:
+                log.info("the cached copy of %s is gone from %s; fetching it again", file_id,
+                         self.disk.folder)
+                self.disk.remove_index(file_id)
+                return None
             self._open_fds[file_id] = fd
         self.disk.touch(file_id)
         return os.pread(fd, size, offset)
@@ -261,6 +275,7 @@ class ContentCache:
     def _new_partial(self, file: FileObject) -> Partial:
         path = self.disk.partial_path(file.id)
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        hold_partial(fd)
         partial = Partial(file, path, fd)
         self.disk.add_partial(file.id, path)
         self._partials[file.id] = partial

@@ -3,6 +3,7 @@ first out (see :class:`DiskCache`)."""
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import logging
 import os
@@ -53,7 +54,8 @@ class DiskCache:
         found = []
         for path in self.folder.iterdir():
             if ".partial" in path.name:
-                path.unlink(missing_ok=True)
+                if not _in_use(path):       # a dead mount's: its ranges died with it
+                    path.unlink(missing_ok=True)
                 continue
             if not usable_id(path.name):
                 continue            # not a cached file: left alone
@@ -136,9 +138,16 @@ class DiskCache:
         self._evict(0)
 
     def complete(self, file_id: str) -> None:
-        """The partial file of ``file_id`` holds every byte: it becomes the whole file."""
+        """The partial file of ``file_id`` holds every byte: it becomes the whole file (or,
+        when the partial file is gone from the folder, is forgotten: the next read fetches)."""
         path = self._partial.pop(file_id)
-        os.replace(path, self.path(file_id))
+        try:
+            os.replace(path, self.path(file_id))
+        except OSError as exc:
+            log.warning("could not keep %s in the disk cache (%s); it will be fetched again "
+                        "when read", file_id, exc.strerror or exc)
+            self.remove_index(file_id)
+            path.unlink(missing_ok=True)
 
     # ------------------------------------------------------------------ pins
 
@@ -195,6 +204,30 @@ class DiskCache:
                 continue        # an open file keeps its copy; eviction takes the next one
             log.debug("evicting %s from the disk cache", file_id)
             self.remove(file_id)
+
+
+def hold_partial(fd: int) -> None:
+    """Mark the partial file open as ``fd`` as in use by this mount for as long as ``fd`` is
+    open, so that another mount sharing the cache folder does not take it for a dead mount's
+    (see :meth:`DiskCache.scan`)."""
+    fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+
+
+def _in_use(path: Path) -> bool:
+    """Whether a running mount holds the partial file ``path`` (:func:`hold_partial`)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
+    return False
 
 
 def _cache_name(file_id: str) -> str:

@@ -167,9 +167,50 @@ async def test_a_partial_file_is_not_taken_for_a_whole_one_by_a_later_mount(
     assert not first.disk.has(file)
     second = await make_core(cache_dir=tmp_path / "shared")
     assert not second.disk.has(file)
-    assert not [path for path in second.disk.folder.iterdir() if ".partial" in path.name
-                and path.exists() and first.cache.statistics()["downloads_running"] == 0]
     assert await second.cache.read(file, 0, 4096) == data[:4096]
+
+
+async def test_mounts_sharing_a_cache_folder_leave_each_others_downloads_alone(
+        fake, make_core, tmp_path, short_linger):
+    """The default --cache-dir is shared by every mount of the user: a mount starting while
+    another downloads must not take that one's partial file for a dead mount's, and a copy
+    that another mount removed is fetched again rather than failing a read."""
+    file, data = add_file(fake, LARGE)
+    first = await make_core(cache_dir=tmp_path / "shared")
+    assert await first.cache.read(file, 0, 4096) == data[:4096]
+    [held] = [path for path in first.disk.folder.iterdir() if ".partial" in path.name]
+    dead = first.disk.folder / f"{file.id}.partial-dead"
+    dead.write_bytes(b"half")                           # a dead mount's download
+
+    second = await make_core(cache_dir=tmp_path / "shared")
+    assert held.exists() and not dead.exists()
+    assert await read_all(first.cache, file, MiB) == data   # and it becomes whole
+    await streams_ended(first)
+    assert first.disk.has(file) and first.disk.path(file.id).exists()
+
+    # a copy the index holds is gone from the folder (another mount evicted it, or somebody
+    # cleaned the folder): the read fetches it again
+    third = await make_core(cache_dir=tmp_path / "other")
+    incoming = tmp_path / "incoming"
+    incoming.write_bytes(data)
+    assert third.disk.add(file.id, incoming) and third.disk.has(file)
+    third.disk.path(file.id).unlink()
+    fetched = fake.count("content")
+    assert await third.cache.read(file, 5 * MiB, 4096) == data[5 * MiB:5 * MiB + 4096]
+    assert fake.count("content") > fetched
+
+
+def test_a_partial_file_that_went_away_is_forgotten_not_fatal(tmp_path):
+    disk = DiskCache(tmp_path, 10 * MiB, server=BASE_URL)
+    disk.scan()
+    path = disk.partial_path("file-a")
+    path.write_bytes(b"")
+    disk.add_partial("file-a", path)
+    disk.grow("file-a", 100)
+    path.unlink()                                       # removed behind the mount's back
+    disk.complete("file-a")
+    assert not disk.path("file-a").exists() and "file-a" not in disk._sizes
+    assert disk.used == 0
 
 
 async def test_memory_stays_within_its_bound_after_many_blocks(fake, make_core):

@@ -119,6 +119,28 @@ def test_a_later_mount_reuses_the_disk_cache(mount, seed, emulator, tmp_path):
     assert content_requests(emulator.control, made["id"]) == []
 
 
+def test_a_mount_starting_on_a_shared_cache_leaves_a_running_download_alone(
+        mount, seed, emulator, tmp_path):
+    """Every mount of a user shares the default --cache-dir: one starting while another
+    downloads must leave that download's partial file alone (it once removed it, and the
+    first mount died when the download ended)."""
+    data = payload(6 * MiB, seed=12)
+    seed("slow.bin", "vision", data)
+    emulator.control.set_config(bandwidth=2 * MiB)         # about 3 s
+    cache = tmp_path / "shared-cache"
+    first = mount(cache_dir=cache)
+    reader = subprocess.Popen(["cat", str(first / "vision" / "slow.bin")],
+                              stdout=subprocess.PIPE)
+    folder = wait_for(lambda: next(iter((cache / "content").glob("*/*.partial-*")), None))
+    second = mount(cache_dir=cache)
+    assert folder.exists()
+    assert reader.communicate(timeout=60)[0] == data
+    wait_for(lambda: (folder.parent / folder.name.split(".partial")[0]).exists())
+    assert os.path.ismount(first.path) and os.path.ismount(second.path)
+    emulator.control.set_config(bandwidth=None)
+    assert (second / "vision" / "slow.bin").read_bytes() == data
+
+
 def test_concurrent_readers_of_one_file_share_one_download(mount, seed, emulator):
     data = payload(12 * MiB, seed=7)
     made = seed("shared.bin", "vision", data)
