@@ -209,8 +209,9 @@ class DiskCache:
 def hold_partial(fd: int) -> None:
     """Mark the partial file open as ``fd`` as in use by this mount for as long as ``fd`` is
     open, so that another mount sharing the cache folder does not take it for a dead mount's
-    (see :meth:`DiskCache.scan`)."""
-    fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    (see :meth:`DiskCache.scan`). Not LOCK_NB: a scan that opened the new file in the moment
+    before holds its lock only while it looks, and must not fail the read that made it."""
+    fcntl.flock(fd, fcntl.LOCK_SH)
 
 
 def _in_use(path: Path) -> bool:
