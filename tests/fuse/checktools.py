@@ -51,13 +51,14 @@ def files_under(folder: Path) -> list[Path]:
     return sorted(path for path in Path(folder).rglob("*") if path.is_file())
 
 
-def openai_fs(*args: str, env: dict[str, str | None] | None = None
-              ) -> subprocess.CompletedProcess:
-    """``openai-fs ARGS`` with the environment changed by ``env`` (None removes a variable)."""
+def openai_fs(*args: str, env: dict[str, str | None] | None = None, timeout: float = 120,
+              **kwargs) -> subprocess.CompletedProcess:
+    """``openai-fs ARGS`` with the environment changed by ``env`` (None removes a variable);
+    its output as text, whatever its exit status. ``kwargs`` go to :func:`subprocess.run`."""
     full = {**os.environ, **(env or {})}
     return subprocess.run([sys.executable, "-m", "openai_fs", *args], capture_output=True,
-                          text=True, timeout=60,
-                          env={k: v for k, v in full.items() if v is not None})
+                          text=True, timeout=timeout,
+                          env={k: v for k, v in full.items() if v is not None}, **kwargs)
 
 
 def need(tool: str, package: str) -> str:

@@ -15,14 +15,10 @@ from pathlib import Path
 
 import pytest
 
+from checktools import openai_fs
 from fusetools import KEY, run, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def openai_fs(*args: str, env: dict | None = None, timeout: float = 60, **kwargs):
-    return subprocess.run([sys.executable, "-m", "openai_fs", *args], capture_output=True,
-                          text=True, timeout=timeout, env={**os.environ, **(env or {})}, **kwargs)
 
 
 def no_traceback(*texts: str) -> None:

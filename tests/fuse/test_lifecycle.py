@@ -10,14 +10,10 @@ import sys
 
 import pytest
 
+from checktools import openai_fs
 from fusetools import KEY, interrupt, run, wait_for
 
 from openai_fs.emulator.control import EmulatorProcess
-
-
-def openai_fs(*args: str, env: dict | None = None, timeout: float = 60):
-    return subprocess.run([sys.executable, "-m", "openai_fs", *args], capture_output=True,
-                          text=True, timeout=timeout, env={**os.environ, **(env or {})})
 
 
 @pytest.fixture

@@ -17,17 +17,13 @@ from pathlib import Path
 
 import pytest
 
+from checktools import openai_fs
 from fusetools import KEY, run
 
 ROOT = Path(__file__).resolve().parents[2]
 UNIT = ROOT / "systemd" / "openai-fs@.service"
 SCRIPT = Path(sys.executable).parent / "openai-fs"
 NOBODY = 65534
-
-
-def openai_fs(*args: str, env: dict | None = None, timeout: float = 60, **kwargs):
-    return subprocess.run([sys.executable, "-m", "openai_fs", *args], capture_output=True,
-                          text=True, timeout=timeout, env={**os.environ, **(env or {})}, **kwargs)
 
 
 def unmount(path: Path) -> None:

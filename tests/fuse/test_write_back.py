@@ -8,19 +8,13 @@ from __future__ import annotations
 import collections
 import errno
 import os
-import subprocess
-import sys
 
 import pytest
 
-from checktools import live_files
+from checktools import live_files, openai_fs
 from fusetools import kill, run, wait_for
 
 SLOW_POSTS = {"kind": "latency", "method": "POST", "path": "^/v1/files$"}
-
-
-def openai_fs(*args: str, **kwargs) -> subprocess.CompletedProcess:
-    return run(sys.executable, "-m", "openai_fs", *args, check=False, **kwargs)
 
 
 def names_on_server(emulator, purpose: str | None = None) -> list[str]:
